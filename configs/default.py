@@ -1,0 +1,51 @@
+r"""Default: a small CNN on scikit-learn's 8x8 handwritten digits, offline, on CPU.
+
+Launch (no download, about a minute on 2 CPU cores):
+
+  python -m trainer.main
+  python -m trainer.main --config=configs/default.py --workdir=runs/digits \
+      --strategy=mirrored --cpu_devices=2
+
+Expected: eval accuracy >= 0.95 (typically ~0.98) on the 360 held-out digits after
+600 global steps; the learning rate warms up for 60 steps to 3e-3, then decays to 0.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  """Returns the base config. Every other config starts from this one."""
+  c = ml_collections.ConfigDict()
+  c.dataset = "digits"  # any TFDS image-classification name, 'digits' (offline), 'synthetic'
+  c.data_dir = ""  # TFDS data_dir; '' = TFDS default (~/tensorflow_datasets). May be gs://.
+  c.model = "small_cnn"
+  c.global_batch_size = 128  # summed over all replicas
+  c.total_steps = 600  # global steps; 0 = derive from num_epochs
+  c.num_epochs = 0.0  # used only when total_steps == 0
+  c.steps_per_loop = 50  # steps per host call (one tf.function)
+  c.eval_every = 200  # global steps; also at the end
+  c.checkpoint_every = 200  # global steps; also at the end
+  c.max_checkpoints = 3
+  c.seed = 0
+  c.augment = True
+  c.mixed_precision = "auto"  # auto | float32 | bfloat16 | mixed_float16
+  c.jit_compile = True  # XLA-compile the replica step where the strategy allows it
+
+  c.schedule = ml_collections.ConfigDict()
+  c.schedule.warmup_steps = 0  # global steps; if 0, warmup_fraction/warmup_epochs are used
+  c.schedule.warmup_fraction = 0.1  # of total_steps
+  c.schedule.warmup_epochs = 0.0
+  c.schedule.hold = 0  # global steps at the peak
+  c.schedule.start_lr = 0.0
+  c.schedule.target_lr = 3e-3  # peak LR at base_batch_size (or as is when base_batch_size=0)
+  c.schedule.final_lr = 0.0
+  c.schedule.base_batch_size = 0  # >0: target_lr *= global_batch_size / base_batch_size
+
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.name = "adamw"  # adamw | adam | sgd
+  c.optimizer.weight_decay = 1e-4
+  c.optimizer.momentum = 0.9  # sgd only
+  c.optimizer.beta_1 = 0.9
+  c.optimizer.beta_2 = 0.999
+  c.optimizer.clipnorm = 0.0  # 0 = off
+  return c

@@ -1,0 +1,11 @@
+"""The one error type for user mistakes.
+
+A `ConfigError` means the user asked for something invalid (a bad config value, an
+unknown strategy or dataset, no TPU reachable, an incompatible resume). `trainer.main`
+prints its message as one line and exits with status 2, before touching the workdir.
+Anything else is a bug and keeps its traceback.
+"""
+
+
+class ConfigError(ValueError):
+  """A user mistake. The message names the field and the allowed values."""
