@@ -6,6 +6,21 @@ prints its message as one line and exits with status 2, before touching the work
 Anything else is a bug and keeps its traceback.
 """
 
+import sys
+
 
 class ConfigError(ValueError):
   """A user mistake. The message names the field and the allowed values."""
+
+
+def exit_on_config_error(main):
+  """Wraps an absl `main` so a ConfigError becomes one stderr line and exit status 2."""
+
+  def wrapped(argv):
+    try:
+      return main(argv)
+    except ConfigError as e:
+      sys.stderr.write(f"error: {e}\n")
+      sys.exit(2)
+
+  return wrapped

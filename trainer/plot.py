@@ -1,0 +1,83 @@
+r"""Plot a warmup + cosine schedule to a PNG.
+
+  python -m trainer.plot --total_steps=10000 --warmup_steps=500 --hold=1000 \
+      --target_lr=3e-3 --out=schedule.png
+  python -m trainer.plot --config=configs/default.py --out=schedule.png
+
+With --config, the schedule is the one that config trains with (durations resolved to global
+steps exactly as trainer.main resolves them) and the explicit schedule flags are ignored.
+"""
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: no display on TPU VMs and CI
+import matplotlib.pyplot as plt  # noqa: E402  pylint: disable=g-import-not-at-top
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from trainer import schedules  # noqa: E402
+from trainer.errors import exit_on_config_error  # noqa: E402
+
+_PHASE_COLOURS = {"warmup": "#fde0c5", "hold": "#d7ecd9", "decay": "#dbe4f3"}
+
+
+def plot_schedule(total_steps, warmup_steps=0, hold=0, start_lr=0.0, target_lr=1e-3,
+                  final_lr=0.0, path=None, title=None):
+  """Draws the schedule over [0, total_steps] global steps with its phases shaded.
+
+  Args:
+    total_steps, warmup_steps, hold, start_lr, target_lr, final_lr: as in
+      `trainer.schedules.lr_warmup_cosine_decay` (durations in global steps).
+    path: if given, the figure is written there as PNG (any path matplotlib can write).
+    title: optional title; by default the parameters.
+
+  Returns:
+    The matplotlib Figure.
+  """
+  w, h, t, a, b, f = schedules.validate(warmup_steps, hold, total_steps, start_lr, target_lr,
+                                        final_lr)
+  steps = np.unique(np.concatenate([np.linspace(0, t, 1000).round(), [w, w + h, t]]))
+  lrs = schedules.lr_warmup_cosine_decay(steps, w, h, t, a, b, f)
+  fig, ax = plt.subplots(figsize=(8, 4), dpi=100)
+  for name, lo, hi in (("warmup", 0, w), ("hold", w, w + h), ("decay", w + h, t)):
+    if hi > lo:
+      ax.axvspan(lo, hi, color=_PHASE_COLOURS[name], label=f"{name} ({hi - lo} steps)")
+  ax.plot(steps, lrs, color="#1f4e9c", linewidth=2, label="learning rate")
+  ax.set_xlim(0, t)
+  ax.set_ylim(0, max(a, b, f) * 1.08)
+  ax.set_xlabel("global step (optimizer.iterations)")
+  ax.set_ylabel("learning rate")
+  ax.set_title(title or f"warmup {w}, hold {h}, total {t}: {a:g} -> {b:g} -> {f:g}")
+  ax.grid(alpha=0.3)
+  ax.legend(loc="upper right", fontsize="small")
+  fig.tight_layout()
+  if path:
+    fig.savefig(path, format="png")
+  return fig
+
+
+FLAGS = flags.FLAGS
+flags.DEFINE_integer("total_steps", 1000, "Global steps of the schedule, incl. warmup and hold.")
+flags.DEFINE_integer("warmup_steps", 100, "Global steps of linear warmup.")
+flags.DEFINE_integer("hold", 0, "Global steps at target_lr after warmup.")
+flags.DEFINE_float("start_lr", 0.0, "Learning rate at step 0.")
+flags.DEFINE_float("target_lr", 1e-3, "Peak learning rate.")
+flags.DEFINE_float("final_lr", 0.0, "Learning rate at and after total_steps.")
+flags.DEFINE_string("config", None, "A configs/*.py file; its schedule replaces the flags above.")
+flags.DEFINE_string("out", "schedule.png", "Where to write the PNG.")
+
+
+def main(argv):
+  del argv
+  kwargs = dict(total_steps=FLAGS.total_steps, warmup_steps=FLAGS.warmup_steps,
+                hold=FLAGS.hold, start_lr=FLAGS.start_lr, target_lr=FLAGS.target_lr,
+                final_lr=FLAGS.final_lr)
+  if FLAGS.config:
+    from trainer import config as config_lib  # pylint: disable=g-import-not-at-top
+    kwargs = config_lib.schedule_kwargs(config_lib.resolve(config_lib.load(FLAGS.config)))
+  plot_schedule(**kwargs, path=FLAGS.out)
+  print(f"wrote {FLAGS.out}")
+
+
+if __name__ == "__main__":
+  app.run(exit_on_config_error(main))
