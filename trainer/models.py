@@ -1,0 +1,122 @@
+"""Image classifiers by name, for the training loop to build inside `strategy.scope()`.
+
+Every model takes float32 images in [0, 1] of shape `image_shape` (height, width, channels)
+and returns float32 logits of shape [batch, num_classes], with no softmax. Under a
+mixed-precision global policy (set by the caller before `build_model`) the layers compute in
+bfloat16/float16 but the last Dense still outputs float32, so the loss stays accurate.
+
+  small_cnn          the default: three 3x3 convs, for 8x8 digits up to 32x32 images
+  mlp                Flatten, Dense(64), Dense(classes): tiny and overhead-bound, for benchmarks
+  resnet50           keras.applications.ResNet50 (weights=None) + Dense head
+  efficientnetv2b0   keras.applications.EfficientNetV2B0 (weights=None) + Dense head
+
+keras.applications refuse inputs smaller than 32x32, so for `resnet50` and `efficientnetv2b0`
+a side shorter than 32 is first upsampled (bilinear `Resizing`) to 32; larger sides are kept.
+Weights are always randomly initialised: no pretrained weights are downloaded.
+"""
+
+import numpy as np
+
+from trainer.compat import keras
+from trainer.errors import ConfigError
+
+MODELS = ("small_cnn", "mlp", "resnet50", "efficientnetv2b0")
+
+_MIN_APPLICATION_SIDE = 32
+
+
+def _check_num_classes(num_classes):
+  if (isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer))
+      or num_classes < 2):
+    raise ConfigError(f"num_classes: must be an integer >= 2, got {num_classes!r}")
+  return int(num_classes)
+
+
+def _check_image_shape(image_shape):
+  try:
+    dims = tuple(image_shape)
+  except TypeError:
+    dims = ()
+  if (len(dims) != 3 or any(isinstance(d, bool) or not isinstance(d, (int, np.integer))
+                            for d in dims) or min(dims) < 1):
+    raise ConfigError("image_shape: must be 3 positive integers (height, width, channels), "
+                      f"got {image_shape!r}")
+  return tuple(int(d) for d in dims)
+
+
+def _logits(num_classes, x):
+  # float32 even under a mixed policy: softmax cross-entropy in bfloat16 loses precision.
+  return keras.layers.Dense(num_classes, dtype="float32", name="logits")(x)
+
+
+def _small_cnn(inputs, num_classes):
+  # No BatchNorm (its batch statistics are per replica) and no dropout (its masks depend on
+  # the replica layout and on RNG state): the same global batch then gives the same update on
+  # 1 or 8 replicas, and a resumed run retraces the uninterrupted one exactly.
+  x = keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="conv1")(inputs)
+  x = keras.layers.Conv2D(64, 3, padding="same", activation="relu", name="conv2")(x)
+  if min(inputs.shape[1], inputs.shape[2]) >= 8:
+    x = keras.layers.MaxPooling2D(2, name="pool")(x)
+  x = keras.layers.Conv2D(128, 3, padding="same", activation="relu", name="conv3")(x)
+  x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+  return _logits(num_classes, x)
+
+
+def _mlp(inputs, num_classes):
+  x = keras.layers.Flatten(name="flatten")(inputs)
+  x = keras.layers.Dense(64, activation="relu", name="hidden")(x)
+  return _logits(num_classes, x)
+
+
+def _application(name, constructor, **kwargs):
+  """Returns a head-builder around a keras.applications backbone, or raises if absent."""
+  backbone_cls = getattr(keras.applications, constructor, None)
+  if backbone_cls is None:
+    raise ConfigError(f"model: '{name}' is not available in Keras {keras.__version__} "
+                      f"(no keras.applications.{constructor}); allowed: {', '.join(MODELS)}")
+
+  def build(inputs, num_classes):
+    x = inputs
+    height, width, channels = inputs.shape[1:]
+    if min(height, width) < _MIN_APPLICATION_SIDE:
+      height, width = max(height, _MIN_APPLICATION_SIDE), max(width, _MIN_APPLICATION_SIDE)
+      x = keras.layers.Resizing(height, width, name="resize")(x)
+    backbone = backbone_cls(weights=None, include_top=False, pooling="avg",
+                            input_shape=(height, width, channels), **kwargs)
+    return _logits(num_classes, backbone(x))
+
+  return build
+
+
+def build_model(name, num_classes, image_shape):
+  """Builds a classifier by name. Call it inside `strategy.scope()`.
+
+  Args:
+    name: one of `MODELS`.
+    num_classes: number of output logits, >= 2.
+    image_shape: (height, width, channels) of the float32 input images, values in [0, 1].
+
+  Returns:
+    An uncompiled `keras.Model` named `name`, mapping [batch, *image_shape] float32 images to
+    [batch, num_classes] float32 logits.
+
+  Raises:
+    ConfigError: for an unknown or unavailable model name, or a bad num_classes/image_shape.
+  """
+  if name == "small_cnn":
+    body = _small_cnn
+  elif name == "mlp":
+    body = _mlp
+  elif name == "resnet50":
+    body = _application(name, "ResNet50")
+  elif name == "efficientnetv2b0":
+    # Its built-in preprocessing expects [0, 255] pixels (it rescales by 1/255, then
+    # normalises with ImageNet mean/std); our inputs are already in [0, 1], and with random
+    # weights the stem's BatchNorm absorbs the remaining scale.
+    body = _application(name, "EfficientNetV2B0", include_preprocessing=False)
+  else:
+    raise ConfigError(f"model: unknown {name!r}; allowed: {', '.join(MODELS)}")
+  num_classes = _check_num_classes(num_classes)
+  image_shape = _check_image_shape(image_shape)
+  inputs = keras.Input(shape=image_shape, dtype="float32", name="images")
+  return keras.Model(inputs, body(inputs, num_classes), name=name)
