@@ -10,11 +10,14 @@ setuptools.setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=setuptools.find_packages(include=["trainer", "trainer.*"]),
+    # configs/ is a package so variants can `from configs import default` from any cwd.
+    packages=setuptools.find_packages(include=["trainer", "trainer.*", "configs"]),
     install_requires=[
         "tensorflow>=2.16",  # Keras 3 is the default Keras from 2.16 on
         "keras>=3.0",
+        "tensorboard",  # tf.summary needs it; TF 2.21 no longer pulls it in
         "tensorflow-datasets>=4.9",
+        "importlib_resources",  # TFDS 4.9.10 imports it to prepare any dataset, undeclared
         "absl-py>=1.0",
         "ml-collections>=0.1.1",
         "matplotlib>=3.5",

@@ -13,6 +13,10 @@ class ConfigError(ValueError):
   """A user mistake. The message names the field and the allowed values."""
 
 
+class NonFiniteLossError(RuntimeError):
+  """The training loss became NaN or infinite. No checkpoint was written after it."""
+
+
 def exit_on_config_error(main):
   """Wraps an absl `main` so a ConfigError becomes one stderr line and exit status 2."""
 

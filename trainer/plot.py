@@ -8,11 +8,14 @@ With --config, the schedule is the one that config trains with (durations resolv
 steps exactly as trainer.main resolves them) and the explicit schedule flags are ignored.
 """
 
+import io
+
 import matplotlib
 
 matplotlib.use("Agg")  # headless: no display on TPU VMs and CI
 import matplotlib.pyplot as plt  # noqa: E402  pylint: disable=g-import-not-at-top
 import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from trainer import schedules  # noqa: E402
@@ -52,19 +55,43 @@ def plot_schedule(total_steps, warmup_steps=0, hold=0, start_lr=0.0, target_lr=1
   ax.legend(loc="upper right", fontsize="small")
   fig.tight_layout()
   if path:
-    fig.savefig(path, format="png")
+    with tf.io.gfile.GFile(path, "wb") as f:  # gs:// too
+      f.write(render_png(fig))
   return fig
 
 
+def render_png(fig):
+  """The figure as PNG bytes."""
+  buf = io.BytesIO()
+  fig.savefig(buf, format="png")
+  plt.close(fig)
+  return buf.getvalue()
+
+
+def _config_schedule(path):
+  """The schedule a config trains with, resolved as trainer.train resolves it."""
+  from trainer import config as config_lib  # pylint: disable=g-import-not-at-top
+  config = config_lib.load(path)
+  examples = 1  # only epoch-based durations need the dataset's size
+  if not config.total_steps or config.schedule.warmup_epochs:
+    from trainer import data  # pylint: disable=g-import-not-at-top
+    examples = data.get_dataset_info(config).num_train_examples
+  return config_lib.resolve(config, examples, num_replicas=1).schedule_kwargs()
+
+
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("total_steps", 1000, "Global steps of the schedule, incl. warmup and hold.")
-flags.DEFINE_integer("warmup_steps", 100, "Global steps of linear warmup.")
-flags.DEFINE_integer("hold", 0, "Global steps at target_lr after warmup.")
-flags.DEFINE_float("start_lr", 0.0, "Learning rate at step 0.")
-flags.DEFINE_float("target_lr", 1e-3, "Peak learning rate.")
-flags.DEFINE_float("final_lr", 0.0, "Learning rate at and after total_steps.")
-flags.DEFINE_string("config", None, "A configs/*.py file; its schedule replaces the flags above.")
-flags.DEFINE_string("out", "schedule.png", "Where to write the PNG.")
+
+
+def _define_flags():
+  """Only when run as a program: trainer.main imports this module and has flags of its own."""
+  flags.DEFINE_integer("total_steps", 1000, "Global steps, counting warmup and hold.")
+  flags.DEFINE_integer("warmup_steps", 100, "Global steps of linear warmup.")
+  flags.DEFINE_integer("hold", 0, "Global steps at target_lr after warmup.")
+  flags.DEFINE_float("start_lr", 0.0, "Learning rate at step 0.")
+  flags.DEFINE_float("target_lr", 1e-3, "Peak learning rate.")
+  flags.DEFINE_float("final_lr", 0.0, "Learning rate at and after total_steps.")
+  flags.DEFINE_string("config", None, "A configs/*.py file; replaces the flags above.")
+  flags.DEFINE_string("out", "schedule.png", "Where to write the PNG.")
 
 
 def main(argv):
@@ -73,11 +100,11 @@ def main(argv):
                 hold=FLAGS.hold, start_lr=FLAGS.start_lr, target_lr=FLAGS.target_lr,
                 final_lr=FLAGS.final_lr)
   if FLAGS.config:
-    from trainer import config as config_lib  # pylint: disable=g-import-not-at-top
-    kwargs = config_lib.schedule_kwargs(config_lib.resolve(config_lib.load(FLAGS.config)))
+    kwargs = _config_schedule(FLAGS.config)
   plot_schedule(**kwargs, path=FLAGS.out)
   print(f"wrote {FLAGS.out}")
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(exit_on_config_error(main))

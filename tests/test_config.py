@@ -1,0 +1,98 @@
+"""Config checks and the resolution of durations to global steps."""
+
+import json
+import os
+
+import pytest
+
+from trainer import config as config_lib
+from trainer.errors import ConfigError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = sorted(f for f in os.listdir(os.path.join(REPO, "configs"))
+                 if f.endswith(".py") and not f.startswith("_"))
+
+
+def _default(**fields):
+  return config_lib.override(config_lib.load(os.path.join(REPO, "configs", "default.py")),
+                             **fields)
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_every_shipped_config_passes_its_own_checks(name):
+  config = config_lib.load(os.path.join(REPO, "configs", name))
+  config_lib.check(config)
+  plan = config_lib.resolve(config, num_train_examples=50_000, num_replicas=8)
+  assert plan.total_steps >= 1 and 0 <= plan.warmup_steps <= plan.total_steps
+  # Each config's docstring is its manual: it must say how to launch it.
+  doc = open(os.path.join(REPO, "configs", name)).read()
+  assert "python -m trainer.main" in doc and "Expected" in doc
+
+
+def test_default_plan():
+  plan = config_lib.resolve(_default(), num_train_examples=1437, num_replicas=2)
+  assert (plan.total_steps, plan.warmup_steps, plan.steps_per_epoch) == (600, 60, 11)
+  assert plan.per_replica_batch_size == 64 and plan.peak_lr == pytest.approx(3e-3)
+
+
+def test_epochs_warmup_epochs_and_batch_scaling_resolve_once():
+  config = _default(**{"total_steps": 0, "num_epochs": 10.0, "schedule.warmup_fraction": 0.0,
+                       "schedule.warmup_epochs": 2.0, "schedule.base_batch_size": 64,
+                       "schedule.target_lr": 0.1, "global_batch_size": 256})
+  plan = config_lib.resolve(config, num_train_examples=2560, num_replicas=4)
+  assert plan.steps_per_epoch == 10
+  assert plan.total_steps == 100 and plan.warmup_steps == 20
+  assert plan.peak_lr == pytest.approx(0.4)  # 0.1 * 256 / 64
+  assert plan.schedule_kwargs()["target_lr"] == pytest.approx(0.4)
+
+
+def test_json_holds_config_and_plan():
+  config = _default()
+  plan = config_lib.resolve(config, 1437, 1)
+  blob = json.loads(config_lib.to_json(config, plan))
+  assert blob["config"]["model"] == "small_cnn"
+  assert blob["plan"]["total_steps"] == 600 and blob["plan"]["warmup_steps"] == 60
+
+
+BAD = [
+    ({"model": "vgg"}, "model: unknown 'vgg'; allowed: small_cnn"),
+    ({"dataset": ""}, "dataset: "),
+    ({"global_batch_size": 0}, "global_batch_size: must be an integer >= 1"),
+    ({"total_steps": -5}, "total_steps: must be an integer >= 0"),
+    ({"total_steps": 0, "num_epochs": 0.0}, "total_steps: is 0, so num_epochs must be > 0"),
+    ({"steps_per_loop": 0}, "steps_per_loop: must be an integer >= 1"),
+    ({"eval_every": 75}, "eval_every: must be a multiple of steps_per_loop=50"),
+    ({"checkpoint_every": 30}, "checkpoint_every: must be a multiple of steps_per_loop=50"),
+    ({"mixed_precision": "fp8"}, "mixed_precision: unknown 'fp8'; allowed: auto, float32"),
+    ({"optimizer.name": "lamb"}, "optimizer.name: unknown 'lamb'; allowed: adamw, adam, sgd"),
+    ({"optimizer.weight_decay": -1.0}, "optimizer.weight_decay: must be a finite number"),
+    ({"optimizer.beta_2": 1.0}, "optimizer.beta_2: must be in [0, 1)"),
+    ({"schedule.target_lr": 0.0}, "schedule.target_lr: must be a finite number > 0"),
+    ({"schedule.target_lr": float("nan")}, "schedule.target_lr: must be a finite number > 0"),
+    ({"schedule.start_lr": -1.0}, "schedule.start_lr: must be a finite number >= 0"),
+    ({"schedule.hold": -1}, "schedule.hold: must be an integer >= 0"),
+    ({"schedule.warmup_steps": 700, "schedule.warmup_fraction": 0.0},
+     "total_steps: must be >= warmup_steps + hold"),
+    ({"schedule.warmup_steps": 10}, "schedule.warmup_fraction: set only one of"),
+    ({"schedule.warmup_fraction": 1.5}, "schedule.warmup_fraction: must be in [0, 1]"),
+    ({"schedule.hold": 590}, "total_steps: must be >= warmup_steps + hold"),
+    ({"global_batch_size": 130}, "global_batch_size: 130 does not divide evenly among 4"),
+]
+
+
+@pytest.mark.parametrize("fields,message", BAD)
+def test_bad_values_fail_with_one_line_naming_the_field(fields, message):
+  with pytest.raises(ConfigError) as info:
+    config_lib.resolve(_default(**fields), num_train_examples=1437, num_replicas=4)
+  assert str(info.value).startswith(message)
+  assert "\n" not in str(info.value)
+
+
+def test_override_rejects_unknown_fields():
+  with pytest.raises(ConfigError, match="^schedule.warmup: no such config field"):
+    _default(**{"schedule.warmup": 3})
+
+
+def test_missing_config_file():
+  with pytest.raises(ConfigError, match="^config: no such file"):
+    config_lib.load("/nonexistent/x.py")

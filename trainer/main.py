@@ -1,0 +1,97 @@
+r"""Train and evaluate: flags -> config -> strategy -> train_and_evaluate(config, workdir).
+
+  python -m trainer.main                      # offline default, CPU, about a minute
+  python -m trainer.main --config=configs/cifar10_resnet.py --strategy=mirrored \
+      --workdir=runs/cifar --config.total_steps=20000
+  python -m trainer.main --strategy=mirrored --cpu_devices=4   # 4 real replicas on a CPU
+
+Exit status: 0 done (or already done), 2 bad flags or config (one line on stderr, workdir
+untouched), 3 the loss became NaN/inf (the last checkpoint is the last good one), 4 preempted
+by SIGTERM (a checkpoint of the current step was written: run the same command to resume).
+"""
+
+import datetime
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+import configs
+from trainer.errors import ConfigError, NonFiniteLossError
+
+_STRATEGIES = ("auto", "cpu", "one_device", "mirrored", "multi_worker", "tpu")
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", "", "Run directory (local or gs://); default runs/<time>. "
+                    "An existing one is resumed from its latest checkpoint.")
+flags.DEFINE_string("strategy", "auto", f"One of {', '.join(_STRATEGIES)}.")
+flags.DEFINE_string("tpu", "", "With --strategy=tpu/auto: 'local' (on a TPU VM), a TPU name, "
+                    "or grpc://HOST:PORT.")
+flags.DEFINE_integer("cpu_devices", 0, "Split the host CPU into N logical devices first, so "
+                     "--strategy=mirrored runs N replicas without GPUs.")
+
+EXIT_CONFIG, EXIT_NONFINITE = 2, 3
+
+
+def _parse_flags(argv):
+  """absl's parser, but a bad flag is one line and exit status 2, like every user mistake."""
+  for arg in argv[1:]:
+    if arg.startswith("--config=") and not os.path.isfile(arg.split("=", 1)[1]):
+      sys.stderr.write(f"error: config: no such file {arg.split('=', 1)[1]!r}; give a "
+                       f"configs/*.py file\n")
+      sys.exit(EXIT_CONFIG)
+  try:
+    # Defined here, not at import: ml_collections loads the config file and registers the
+    # --config.FIELD overrides while defining the flag, and those can fail too.
+    config_flags.DEFINE_config_file(
+        "config", os.path.join(os.path.dirname(configs.__file__), "default.py"),
+        "A configs/*.py file; override fields with --config.FIELD=VALUE.", lock_config=True,
+        sys_argv=argv)
+    rest = FLAGS(argv)
+    FLAGS.config.to_dict()  # a config file that failed to load raises here, inside the try
+    return rest
+  except flags.Error as e:
+    message = str(e).splitlines()[0]
+  except AttributeError as e:  # --config.FIELD that the config does not have
+    field = str(e).strip("\"'")
+    message = f"config: no such field {field!r}; see the config file for the fields it has"
+  except (OSError, SyntaxError, ImportError) as e:  # --config=FILE that does not load
+    message = f"config: cannot load the config file: {str(e).splitlines()[0]}"
+  sys.stderr.write(f"error: {message}\n")
+  sys.exit(EXIT_CONFIG)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise ConfigError(f"unexpected arguments {argv[1:]}; flags look like --name=value")
+  # Imported here so --help and flag errors do not wait for TensorFlow.
+  from trainer import strategy as strategy_lib  # pylint: disable=g-import-not-at-top
+  from trainer import preemption, train  # pylint: disable=g-import-not-at-top
+  if FLAGS.cpu_devices:
+    strategy_lib.setup_cpu_devices(FLAGS.cpu_devices)
+  strategy = strategy_lib.get_strategy(FLAGS.strategy, FLAGS.tpu)
+  workdir = FLAGS.workdir or os.path.join(
+      "runs", datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
+  try:
+    result = train.train_and_evaluate(FLAGS.config, workdir, strategy)
+  except NonFiniteLossError as e:
+    sys.stderr.write(f"error: {e}\n")
+    sys.exit(EXIT_NONFINITE)
+  except preemption.Preempted as e:
+    sys.stderr.write(f"{e}\n")
+    sys.exit(preemption.EXIT_PREEMPTED)
+  if strategy_lib.is_chief(strategy):
+    print(f"step {result['step']}: eval accuracy {result['accuracy']:.4f}, "
+          f"loss {result['loss']:.4f}")
+    print(f"results in {workdir}; watch with: tensorboard --logdir {workdir}")
+  logging.info("done: %s", result)
+
+
+def run():
+  from trainer.errors import exit_on_config_error  # pylint: disable=g-import-not-at-top
+  app.run(exit_on_config_error(main), flags_parser=_parse_flags)
+
+
+if __name__ == "__main__":
+  run()
