@@ -61,3 +61,14 @@ def test_command_line_bad_value_exits_2_with_one_line(tmp_path):
   assert r.stderr.strip().splitlines()[-1].startswith("error: total_steps: ")
   assert "Traceback" not in r.stderr
   assert not (tmp_path / "no.png").exists()
+
+
+def test_command_line_plots_a_configs_resolved_schedule(tmp_path):
+  out = tmp_path / "default.png"
+  r = _run(f"--config={REPO}/configs/default.py", f"--out={out}", cwd=tmp_path)
+  assert r.returncode == 0, r.stderr
+  assert out.read_bytes()[:8] == PNG_MAGIC
+  # The same curve trainer.main trains with: 600 steps, 10 % (60 steps) of warmup to 3e-3.
+  fig = plot.plot_schedule(**plot._config_schedule(f"{REPO}/configs/default.py"))  # pylint: disable=protected-access
+  labels = fig.axes[0].get_legend_handles_labels()[1]
+  assert labels[:2] == ["warmup (60 steps)", "decay (540 steps)"]
