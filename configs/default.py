@@ -30,6 +30,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.augment = True
   c.mixed_precision = "auto"  # auto | float32 | bfloat16 | mixed_float16
   c.jit_compile = True  # XLA-compile the replica step where the strategy allows it
+  # auto | tf.data | device. device: train split on the device, the whole steps_per_loop loop
+  # one XLA program (one replica, data in memory, jit_compile); auto picks it where it applies.
+  c.input_mode = "auto"
 
   c.schedule = ml_collections.ConfigDict()
   c.schedule.warmup_steps = 0  # global steps; if 0, warmup_fraction/warmup_epochs are used

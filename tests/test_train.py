@@ -112,6 +112,25 @@ def test_steps_per_loop_does_not_freeze_the_learning_rate(data_dir, tmp_path):
   assert not np.allclose(model_weights(frozen_dir)[0], runs[8][0], rtol=1e-5, atol=1e-6)
 
 
+def test_device_resident_input_trains_exactly_like_tf_data(data_dir, tmp_path):
+  """The whole-loop XLA program draws the same batches (augmented) as the tf.data pipeline."""
+  runs = {}
+  for mode in ("device", "tf.data"):
+    workdir = str(tmp_path / mode)
+    train.train_and_evaluate(small(data_dir, input_mode=mode, eval_every=0, checkpoint_every=0),
+                             workdir, cpu())
+    runs[mode] = model_weights(workdir)
+  for a, b in zip(runs["device"], runs["tf.data"]):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_device_input_mode_refuses_several_replicas(data_dir, tmp_path):
+  with pytest.raises(ConfigError, match="^input_mode: 'device' needs one replica"):
+    train.train_and_evaluate(small(data_dir, input_mode="device"), str(tmp_path / "w"),
+                             mirrored(2))
+  assert not (tmp_path / "w").exists()
+
+
 class _Crash(Exception):
   pass
 

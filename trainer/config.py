@@ -18,6 +18,7 @@ from trainer.errors import ConfigError
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 PRECISIONS = ("auto", "float32", "bfloat16", "mixed_float16")
+INPUT_MODES = ("auto", "tf.data", "device")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,6 +100,7 @@ def check(config):
   _int(config, "max_checkpoints", 1)
   _int(config, "seed", 0)
   _choice(config, "mixed_precision", PRECISIONS)
+  _choice(config, "input_mode", INPUT_MODES)
   _choice(config, "optimizer.name", OPTIMIZERS)
   for field in ("optimizer.weight_decay", "optimizer.momentum", "optimizer.clipnorm"):
     _number(config, field)

@@ -94,6 +94,31 @@ def make_train_dataset(config, strategy, start_step: int = 0) -> tf.distribute.D
   return strategy.distribute_datasets_from_function(fn)
 
 
+def make_device_batch_fn(config, strategy):
+  """`batch(step)` drawing the training batch of global `step` from device-resident data.
+
+  The device-resident input mode: the whole train split is copied to the device once and each
+  batch is gathered inside the compiled loop, so the loop has no tf.data iterator in it and
+  XLA can compile all `steps_per_loop` steps as one program. Batches are exactly those of
+  `make_train_dataset` (same `batch_at`), so the two modes train identically.
+
+  Returns:
+    A function from an int64 global step to `(images, labels)` as in `make_train_dataset`,
+    or None when the mode does not apply: more than one replica, a synthetic or streaming
+    dataset.
+  """
+  _check_batch(config, strategy)
+  info = get_dataset_info(config)
+  if strategy.num_replicas_in_sync != 1 or info.name == "synthetic" or not _fits_in_memory(info):
+    return None
+  flip = bool(config.augment) and _base_name(info.name) not in NO_FLIP
+  images, labels = load_in_memory(config, "train")
+  with strategy.scope(), tf.device(strategy.extended.worker_devices[0]):
+    images, labels = tf.constant(images), tf.constant(labels)
+  batch = int(config.global_batch_size)
+  return lambda step: batch_at(step, images, labels, batch, config.seed, 0, config.augment, flip)
+
+
 def make_eval_dataset(config, strategy) -> tf.distribute.DistributedDataset:
   """One pass over the held-out split ('test', else 'validation'), in order, no augmentation.
 

@@ -30,6 +30,27 @@ def make_train_loop(strategy, step_fn, jit_step):
   return loop
 
 
+def make_device_train_loop(strategy, step_fn, batch_fn, global_step):
+  """Returns `loop(num_steps)`: the whole loop as one XLA program, for one replica.
+
+  Each step draws its batch on the device with `batch_fn(global_step)` (global_step is the
+  optimizer's `iterations`, read after the previous step's update) instead of from a tf.data
+  iterator, which XLA cannot compile; for small models this removes the per-step host
+  dispatch that otherwise dominates.
+  """
+
+  @tf.function(jit_compile=True)
+  def steps(num_steps):
+    for _ in tf.range(num_steps):
+      step_fn(batch_fn(tf.convert_to_tensor(global_step)))
+
+  @tf.function
+  def loop(num_steps):
+    strategy.run(steps, args=(num_steps,))
+
+  return loop
+
+
 def make_eval_loop(strategy, step_fn, jit_step):
   """Returns `loop(dataset)`, running `step_fn(batch)` over one pass of a distributed dataset."""
   step = tf.function(step_fn, jit_compile=True) if jit_step else step_fn

@@ -112,14 +112,14 @@ def train_and_evaluate(config, workdir, strategy=None):
                                     model=task.model, optimizer=task.optimizer)
     ckpt.restore_latest()
     step = _global_step(task)
-    train_dataset = data.make_train_dataset(config, strategy, start_step=step)
+    run_steps, mode = _training_input(config, strategy, task, jit_full, step)
     eval_dataset = data.make_eval_dataset(config, strategy)
+    logging.info("input mode %s; replica step XLA-compiled whole: %s", mode, jit_full)
     if chief:
       tf.io.gfile.makedirs(workdir)
       _write_atomically(os.path.join(workdir, "config.json"), config_lib.to_json(config, plan))
       _write_atomically(os.path.join(workdir, "schedule.png"),
                         plot.render_png(plot.plot_schedule(**plan.schedule_kwargs())))
-    train_loop = loop_lib.make_train_loop(strategy, task.train_step, jit_full)
     eval_loop = loop_lib.make_eval_loop(strategy, task.eval_step, jit_full)
     evaluate = lambda: _evaluate(eval_loop, eval_dataset, task)  # noqa: E731
     writer = summaries.Summaries(workdir, chief, plan.total_steps)
@@ -127,15 +127,31 @@ def train_and_evaluate(config, workdir, strategy=None):
       if step >= plan.total_steps:
         logging.info("Already at step %d of %d: nothing to train.", step, plan.total_steps)
       else:
-        iterator = iter(train_dataset)
-        _train(config, plan, task, schedule, ckpt, writer, watcher,
-               lambda n: train_loop(iterator, tf.constant(n)), evaluate)
+        _train(config, plan, task, schedule, ckpt, writer, watcher, run_steps, evaluate)
       final = evaluate()
       step = _global_step(task)
       writer.write("eval", step, final)
     finally:
       writer.close()
   return {"step": step, **final}
+
+
+def _training_input(config, strategy, task, jit_full, step):
+  """`run_steps(n)`, training n global steps from `step` on, and the input mode's name."""
+  batch_fn = None
+  if config.input_mode != "tf.data" and jit_full:
+    batch_fn = data.make_device_batch_fn(config, strategy)
+  if config.input_mode == "device" and batch_fn is None:
+    raise ConfigError("input_mode: 'device' needs one replica (strategy cpu or one_device), "
+                      "jit_compile=True and a train split that fits in memory; allowed here: "
+                      "auto, tf.data")
+  if batch_fn:
+    loop = loop_lib.make_device_train_loop(strategy, task.train_step, batch_fn,
+                                           task.optimizer.iterations)
+    return (lambda n: loop(tf.constant(n))), "device"
+  iterator = iter(data.make_train_dataset(config, strategy, start_step=step))
+  loop = loop_lib.make_train_loop(strategy, task.train_step, jit_full)
+  return (lambda n: loop(iterator, tf.constant(n))), "tf.data"
 
 
 def _global_step(task):
