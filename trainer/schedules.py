@@ -24,6 +24,9 @@ from trainer.compat import keras
 from trainer.errors import ConfigError
 
 
+_MAX_STEPS = 2**62  # optimizer.iterations is an int64
+
+
 def _check_int(name, value, minimum):
   if isinstance(value, bool) or not isinstance(value, (int, np.integer, float, np.floating)):
     raise ConfigError(f"{name}: must be an integer >= {minimum}, got {value!r}")
@@ -158,7 +161,10 @@ def total_steps_from_epochs(num_epochs, steps_per_epoch_):
   """Global steps for `num_epochs` (may be fractional) epochs, rounded up."""
   if not isinstance(num_epochs, (int, float, np.number)) or not num_epochs > 0:
     raise ConfigError(f"num_epochs: must be > 0 when total_steps is 0, got {num_epochs!r}")
-  return max(1, math.ceil(num_epochs * _check_int("steps_per_epoch", steps_per_epoch_, 1)))
+  steps = num_epochs * _check_int("steps_per_epoch", steps_per_epoch_, 1)
+  if not steps < _MAX_STEPS:
+    raise ConfigError(f"num_epochs: {num_epochs!r} epochs is more than {_MAX_STEPS} steps")
+  return max(1, math.ceil(steps))
 
 
 def resolve_warmup_steps(total_steps, steps=0, fraction=0.0, epochs=0.0, steps_per_epoch_=0):
@@ -190,7 +196,10 @@ def resolve_warmup_steps(total_steps, steps=0, fraction=0.0, epochs=0.0, steps_p
   if fraction:
     return int(round(fraction * total_steps))
   if epochs:
-    return int(round(epochs * _check_int("steps_per_epoch", steps_per_epoch_, 1)))
+    steps = epochs * _check_int("steps_per_epoch", steps_per_epoch_, 1)
+    if not steps < _MAX_STEPS:
+      raise ConfigError(f"warmup_epochs: {epochs!r} epochs is more than {_MAX_STEPS} steps")
+    return int(round(steps))
   return steps
 
 
