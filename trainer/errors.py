@@ -17,6 +17,14 @@ class NonFiniteLossError(RuntimeError):
   """The training loss became NaN or infinite. No checkpoint was written after it."""
 
 
+class CheckpointError(RuntimeError):
+  """A checkpoint could not be written (disk full, no permission) or none can be read.
+
+  Not a user mistake in the config: the workdir's storage failed. The message is one line
+  that says which checkpoint is intact; `trainer.main` exits with status 5.
+  """
+
+
 def exit_on_config_error(main):
   """Wraps an absl `main` so a ConfigError becomes one stderr line and exit status 2."""
 

@@ -7,7 +7,9 @@ r"""Train and evaluate: flags -> config -> strategy -> train_and_evaluate(config
 
 Exit status: 0 done (or already done), 2 bad flags or config (one line on stderr, workdir
 untouched), 3 the loss became NaN/inf (the last checkpoint is the last good one), 4 preempted
-by SIGTERM (a checkpoint of the current step was written: run the same command to resume).
+by SIGTERM (a checkpoint of the current step was written: run the same command to resume),
+5 a checkpoint could not be written or read (disk full, permissions; the previous one is
+intact: fix the storage and run the same command to resume).
 """
 
 import datetime
@@ -18,7 +20,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 import configs
-from trainer.errors import ConfigError, NonFiniteLossError
+from trainer.errors import CheckpointError, ConfigError, NonFiniteLossError
 
 _STRATEGIES = ("auto", "cpu", "one_device", "mirrored", "multi_worker", "tpu")
 
@@ -30,8 +32,10 @@ flags.DEFINE_string("tpu", "", "With --strategy=tpu/auto: 'local' (on a TPU VM),
                     "or grpc://HOST:PORT.")
 flags.DEFINE_integer("cpu_devices", 0, "Split the host CPU into N logical devices first, so "
                      "--strategy=mirrored runs N replicas without GPUs.")
+flags.DEFINE_bool("allow_config_change", False, "Resume a workdir even though the config "
+                  "differs from its config.json in fields that change the run.")
 
-EXIT_CONFIG, EXIT_NONFINITE = 2, 3
+EXIT_CONFIG, EXIT_NONFINITE, EXIT_CHECKPOINT = 2, 3, 5
 
 
 def _parse_flags(argv):
@@ -74,10 +78,14 @@ def main(argv):
   workdir = FLAGS.workdir or os.path.join(
       "runs", datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
   try:
-    result = train.train_and_evaluate(FLAGS.config, workdir, strategy)
+    result = train.train_and_evaluate(FLAGS.config, workdir, strategy,
+                                      allow_config_change=FLAGS.allow_config_change)
   except NonFiniteLossError as e:
     sys.stderr.write(f"error: {e}\n")
     sys.exit(EXIT_NONFINITE)
+  except CheckpointError as e:
+    sys.stderr.write(f"error: {e}\n")
+    sys.exit(EXIT_CHECKPOINT)
   except preemption.Preempted as e:
     sys.stderr.write(f"{e}\n")
     sys.exit(preemption.EXIT_PREEMPTED)

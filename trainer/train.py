@@ -8,7 +8,7 @@ import time
 import tensorflow as tf
 from absl import logging
 
-from trainer import checkpoints, data, models, plot, preemption, schedules, summaries
+from trainer import checkpoints, data, models, plot, preemption, resume, schedules, summaries
 from trainer import config as config_lib
 from trainer import loop as loop_lib
 from trainer import strategy as strategy_lib
@@ -37,7 +37,7 @@ def _global_policy(policy):
 
 
 def _check_workdir(workdir):
-  if workdir.startswith("gs://"):
+  if "://" in workdir:  # gs://, ram://, ...: only TF's filesystems can tell
     return
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise ConfigError(f"workdir: {workdir!r} is a file; give a directory")
@@ -78,7 +78,7 @@ def _evaluate(eval_loop, eval_dataset, task):
   return {k: float(v) for k, v in task.eval_sums.result().items() if k != "examples"}
 
 
-def train_and_evaluate(config, workdir, strategy=None):
+def train_and_evaluate(config, workdir, strategy=None, allow_config_change=False):
   """Trains `config` in `workdir`, resuming from its latest checkpoint, and evaluates.
 
   Args:
@@ -86,6 +86,8 @@ def train_and_evaluate(config, workdir, strategy=None):
     workdir: where checkpoints, TensorBoard events, config.json and schedule.png go (local
       or gs://). Only the chief writes there.
     strategy: a tf.distribute strategy; default `trainer.strategy.get_strategy('auto')`.
+    allow_config_change: resume even if the config differs from workdir/config.json in
+      fields that change the run (see `trainer.resume`).
 
   Returns:
     A dict with the final global `step` and the final eval `loss` and `accuracy`.
@@ -101,6 +103,7 @@ def train_and_evaluate(config, workdir, strategy=None):
   info = data.get_dataset_info(config)
   plan = config_lib.resolve(config, info.num_train_examples, strategy.num_replicas_in_sync)
   _check_workdir(workdir)
+  resume.check(workdir, config, plan, allow_config_change)
   chief = strategy_lib.is_chief(strategy)
   policy = _precision_policy(config.mixed_precision, strategy)
   logging.info("%s; %s; precision %s; plan %s", strategy_lib.describe(strategy), info, policy,

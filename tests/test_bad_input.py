@@ -1,0 +1,209 @@
+"""Invalid command lines: exit status 2, one `error: FIELD: ...` line, the workdir untouched.
+
+Every case is a real `python -m trainer.main` process, forked by tests/killer.py from a
+parent that imported TensorFlow once (a fresh interpreter per case would spend ~6 s each on
+the import); two cases run against real interpreters to show the two agree.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.killer import tree
+from trainer import config as config_lib
+from trainer import data
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_TF_CONFIG_OK_SHAPE = {"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker",
+                                                                         "index": 3}}
+
+# (id, flags after --workdir/--config.data_dir/--strategy=cpu, start of the message after
+#  "error: ", options: workdir = new (missing), existing (a run's files), file, proc, locked;
+#  env = environment changes).
+CASES = [
+    ("negative total", ["--config.total_steps=-5"], "total_steps: must be an integer >= 0", {}),
+    ("zero steps per loop", ["--config.steps_per_loop=0"], "steps_per_loop: must be", {}),
+    ("negative steps per loop", ["--config.steps_per_loop=-3"], "steps_per_loop: ", {}),
+    ("eval not a loop multiple", ["--config.eval_every=7"],
+     "eval_every: must be a multiple of steps_per_loop=50", {}),
+    ("negative checkpoint_every", ["--config.checkpoint_every=-50"], "checkpoint_every: ", {}),
+    ("no length at all", ["--config.total_steps=0", "--config.num_epochs=0"],
+     "total_steps: is 0, so num_epochs must be > 0", {}),
+    ("negative epochs", ["--config.total_steps=0", "--config.num_epochs=-1"], "num_epochs: ", {}),
+    ("warmup longer than training",
+     ["--config.schedule.warmup_fraction=0", "--config.schedule.warmup_steps=700"],
+     "total_steps: must be >= warmup_steps + hold", {}),
+    ("hold longer than training", ["--config.schedule.hold=600"], "total_steps: must be >=", {}),
+    ("warmup fraction > 1", ["--config.schedule.warmup_fraction=1.5"],
+     "schedule.warmup_fraction: must be in [0, 1]", {}),
+    ("two warmups", ["--config.schedule.warmup_steps=10"],
+     "schedule.warmup_fraction: set only one of", {}),
+    ("negative warmup epochs",
+     ["--config.schedule.warmup_fraction=0", "--config.schedule.warmup_epochs=-2"],
+     "schedule.warmup_epochs: ", {}),
+    ("zero LR", ["--config.schedule.target_lr=0"], "schedule.target_lr: must be a finite", {}),
+    ("NaN LR", ["--config.schedule.target_lr=nan"], "schedule.target_lr: must be a finite", {}),
+    ("negative start LR", ["--config.schedule.start_lr=-0.001"], "schedule.start_lr: ", {}),
+    ("infinite final LR", ["--config.schedule.final_lr=inf"], "schedule.final_lr: ", {}),
+    ("negative base batch", ["--config.schedule.base_batch_size=-1"],
+     "schedule.base_batch_size: ", {}),
+    ("unknown strategy", ["--strategy=gpu"], "strategy: unknown 'gpu'; allowed: auto", {}),
+    ("unknown model", ["--config.model=vgg"], "model: unknown 'vgg'; allowed: small_cnn", {}),
+    ("unknown dataset", ["--config.dataset=no_such_dataset_xyz"],
+     "dataset: 'no_such_dataset_xyz' is not a TFDS dataset", {}),
+    ("empty dataset name", ["--config.dataset="], "dataset: must be a TFDS name", {}),
+    ("TFDS name without its data", ["--config.dataset=mnist", "--config.data_dir={empty}"],
+     "dataset: 'mnist' is not prepared in", {}),
+    ("batch not divisible by replicas", ["--strategy=mirrored", "--cpu_devices=3"],
+     "global_batch_size: 128 does not divide evenly among 3 replicas", {}),
+    ("zero batch", ["--config.global_batch_size=0"], "global_batch_size: must be", {}),
+    ("unknown optimizer", ["--config.optimizer.name=lamb"], "optimizer.name: unknown 'lamb'", {}),
+    ("beta_2 of 1", ["--config.optimizer.beta_2=1.0"], "optimizer.beta_2: must be in [0, 1)",
+     {}),
+    ("NaN weight decay", ["--config.optimizer.weight_decay=nan"],
+     "optimizer.weight_decay: must be a finite number", {}),
+    ("unknown precision", ["--config.mixed_precision=fp8"], "mixed_precision: unknown 'fp8'", {}),
+    ("zero checkpoints kept", ["--config.max_checkpoints=0"], "max_checkpoints: must be", {}),
+    ("unknown input mode", ["--config.input_mode=gpu"], "input_mode: unknown 'gpu'", {}),
+    ("device input on replicas",
+     ["--config.input_mode=device", "--strategy=mirrored", "--cpu_devices=2"],
+     "input_mode: 'device' needs one replica", {"workdir": "existing"}),
+    ("unknown config field", ["--config.no_such_field=1"], "config: no such field", {}),
+    ("missing config file", ["--config=/no/such/config.py"], "config: no such file", {}),
+    # Wrong types: absl's parser names the flag, and what it could not parse.
+    ("total not an int", ["--config.total_steps=abc"],
+     "flag --config.total_steps=abc: invalid literal for int()", {}),
+    ("seed not an int", ["--config.seed=1.5"], "flag --config.seed=1.5: invalid literal", {}),
+    ("augment not a bool", ["--config.augment=maybe"],
+     "flag --config.augment=maybe: ('Non-boolean argument", {}),
+    ("cpu_devices not an int", ["--cpu_devices=abc"], "flag --cpu_devices=abc: ", {}),
+    ("negative cpu_devices", ["--cpu_devices=-1"], "cpu_devices: must be an integer >= 1", {}),
+    ("no TPU", ["--strategy=tpu", "--tpu=local"], "tpu: --tpu=local but no TPU devices", {}),
+    ("multi_worker without TF_CONFIG", ["--strategy=multi_worker"],
+     "TF_CONFIG: --strategy=multi_worker needs", {"env": {"TF_CONFIG": None}}),
+    ("TF_CONFIG not JSON", ["--strategy=multi_worker"], "TF_CONFIG: ",
+     {"env": {"TF_CONFIG": '{"cluster": '}}),
+    ("TF_CONFIG not an object", ["--strategy=multi_worker"], "TF_CONFIG: ",
+     {"env": {"TF_CONFIG": "[1, 2]"}}),
+    ("TF_CONFIG task outside the cluster", ["--strategy=multi_worker"], "TF_CONFIG: ",
+     {"env": {"TF_CONFIG": json.dumps(_TF_CONFIG_OK_SHAPE)}}),
+    ("workdir is a file", [], "workdir: ", {"workdir": "file"}),
+    ("workdir under a read-only place", [], "workdir: ", {"workdir": "proc"}),
+    ("workdir under a locked directory", [], "workdir: ", {"workdir": "locked"}),
+    ("resume with another seed", ["--config.seed=7"],
+     "seed: cannot resume {workdir} under a different config: seed 0 -> 7",
+     {"workdir": "existing"}),
+    ("resume with a longer run", ["--config.total_steps=900"],
+     "total_steps: cannot resume {workdir} under a different config: total_steps 600 -> 900",
+     {"workdir": "existing"}),
+    ("resume with another model", ["--config.model=mlp"], "model: cannot resume",
+     {"workdir": "existing"}),
+]
+# Run through a fresh interpreter too, to show the forked runs behave the same.
+REAL_INTERPRETER = ("unknown model", "resume with another seed")
+
+
+def _workdir(kind, base, name):
+  if kind == "file":
+    path = base / f"{name}.file"
+    path.write_text("not a directory")
+    return str(path)
+  if kind == "proc":  # refuses new entries even to root
+    return f"/proc/trainer-no-such-dir/{name}"
+  if kind == "locked":
+    locked = base / f"{name}.locked"
+    locked.mkdir(mode=0o555)
+    return str(locked / "w")
+  if kind == "existing":
+    path = base / name
+    shutil.copytree(base / "template", path)
+    return str(path)
+  return str(base / name)
+
+
+def _template(path, data_dir):
+  """A run's workdir before its first checkpoint: config.json, schedule.png, events."""
+  config = config_lib.load(os.path.join(REPO, "configs", "default.py"))
+  config = config_lib.override(config, data_dir=data_dir)
+  os.makedirs(os.path.join(path, "checkpoints"))
+  os.makedirs(os.path.join(path, "train"))
+  with open(os.path.join(path, "config.json"), "w") as f:
+    f.write(config_lib.to_json(config, config_lib.resolve(config, 1437, 1)))
+  with open(os.path.join(path, "schedule.png"), "wb") as f:
+    f.write(b"\x89PNG\r\n\x1a\n" + os.urandom(64))
+  with open(os.path.join(path, "train", "events.out.tfevents.1.host"), "wb") as f:
+    f.write(os.urandom(128))
+
+
+@pytest.fixture(scope="module")
+def matrix(tmp_path_factory):
+  """Runs every case once (two at a time); returns {id: (result, workdir, tree before)}."""
+  base = tmp_path_factory.mktemp("bad_input")
+  data_dir, empty = str(base / "tfds"), str(base / "empty")
+  os.makedirs(empty)
+  _template(str(base / "template"), data_dir)
+  data.get_dataset_info(config_lib.override(  # prepare the digits once, not in every case
+      config_lib.load(os.path.join(REPO, "configs", "default.py")), data_dir=data_dir))
+  cases, setups = [], {}
+  for i, (name, flags, _, options) in enumerate(CASES):
+    kind = options.get("workdir", "existing" if i % 2 else "new")
+    if kind == "locked" and os.geteuid() == 0:
+      kind = "proc"  # root writes through mode 0o555; /proc refuses everyone
+    workdir = _workdir(kind, base, f"case{i}")
+    before = tree(workdir) if os.path.isdir(workdir) else None
+    setups[name] = (workdir, before, os.path.exists(workdir))
+    argv = [f"--workdir={workdir}", f"--config.data_dir={data_dir}", "--strategy=cpu",
+            *[f.format(empty=empty) for f in flags]]
+    cases.append({"argv": argv, "env": options.get("env", {})})
+  with open(base / "cases.json", "w") as f:
+    json.dump(cases, f)
+  env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3", TMPDIR=str(base))
+  env.pop("TF_CONFIG", None)
+  r = subprocess.run([sys.executable, "-m", "tests.killer", "matrix", str(base / "cases.json"),
+                      str(base / "results.json")], cwd=REPO, env=env, capture_output=True,
+                     text=True, timeout=600)
+  assert r.returncode == 0, r.stderr[-3000:]
+  with open(base / "results.json") as f:
+    results = json.load(f)
+  out = {}
+  for (name, *_), case, result in zip(CASES, cases, results):
+    out[name] = (result, case, *setups[name])
+  return out
+
+
+def test_the_matrix_is_big_enough():
+  assert len(CASES) >= 30 and len({name for name, *_ in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("name,message", [(name, message) for name, _, message, _ in CASES])
+def test_bad_input_exits_2_with_one_line_and_touches_nothing(matrix, name, message):
+  result, _, workdir, before, existed = matrix[name]
+  stderr = result["stderr"]
+  assert result["exit"] == 2, stderr[-3000:]
+  assert "Traceback" not in stderr, stderr[-3000:]
+  last = stderr.strip().splitlines()[-1]
+  assert last.startswith("error: " + message.format(workdir=workdir)), last
+  if existed and os.path.isdir(workdir):
+    assert tree(workdir) == before  # same files, same bytes
+  elif not existed:
+    assert not os.path.exists(workdir)
+
+
+def test_forked_cases_match_a_fresh_interpreter(matrix):
+  env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")
+  procs = {}
+  for name in REAL_INTERPRETER:
+    result, case, *_ = matrix[name]
+    procs[name] = subprocess.Popen(
+        [sys.executable, "-m", "trainer.main", *case["argv"]], cwd=REPO, text=True,
+        env={**env, **{k: v for k, v in case["env"].items() if v is not None}},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+  for name, proc in procs.items():
+    _, stderr = proc.communicate(timeout=300)
+    forked = matrix[name][0]
+    assert proc.returncode == forked["exit"] == 2
+    assert stderr.strip().splitlines()[-1] == forked["stderr"].strip().splitlines()[-1]

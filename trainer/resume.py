@@ -1,0 +1,140 @@
+"""Before a run touches its workdir: may this config resume it, and can we write there?
+
+`workdir/config.json` records the config and plan a run started with. Resuming under a
+config that changes what is being trained (model, data, schedule, batch, seed, optimizer,
+precision) would silently make a different run from the same checkpoint, so it is refused
+with one `ConfigError` line listing the differing fields, unless the caller allows it
+(`--allow_config_change`). Fields that only change how often things happen or where data
+comes from (`SAFE_FIELDS`) may change freely. The schedule is compared as resolved global
+steps (the plan), so `warmup_fraction=0.1` and `warmup_steps=60` on 600 steps are the same
+run, while a longer or shorter `total_steps` is a different cosine and is refused.
+"""
+
+import json
+import os
+import tempfile
+
+import tensorflow as tf
+from absl import logging
+
+from trainer import config as config_lib
+from trainer.errors import ConfigError
+
+# Safe to change on resume: bookkeeping, I/O, and how (not what) the steps are computed.
+SAFE_FIELDS = ("eval_every", "checkpoint_every", "max_checkpoints", "steps_per_loop",
+               "data_dir", "jit_compile", "input_mode")
+# Compared through the resolved plan rather than as written.
+_PLAN_INPUTS = ("total_steps", "num_epochs", "schedule.")
+# Plan entry -> the config field to name for it.
+_PLAN_FIELDS = {"total_steps": "total_steps", "warmup_steps": "schedule.warmup_steps",
+                "hold": "schedule.hold", "start_lr": "schedule.start_lr",
+                "peak_lr": "schedule.target_lr", "final_lr": "schedule.final_lr",
+                "steps_per_epoch": "dataset (its size: steps per epoch)"}
+
+
+def check(workdir, config, plan, allow_config_change=False):
+  """Raises ConfigError if `config` may not resume `workdir`, or `workdir` is not writable.
+
+  Reads only, except for a probe file created and deleted in the workdir (or in the
+  directory that would hold it) on local disks, where `os.access` can say yes to a
+  directory that refuses writes (root, NFS root_squash, /proc).
+
+  Args:
+    workdir: the run's directory; a missing one or one without config.json is a fresh run.
+    config: the run's ConfigDict.
+    plan: `config_lib.resolve(config, ...)`.
+    allow_config_change: resume even if fields outside SAFE_FIELDS differ (logged).
+  """
+  _check_compatible(workdir, config, plan, allow_config_change)
+  _probe_writable(workdir)
+
+
+def differences(saved, config, plan):
+  """[(field, old, new)] between a config.json blob and `config`/`plan`, unsafe ones only."""
+  now = json.loads(config_lib.to_json(config, plan))
+  old, new = _flatten(saved["config"]), _flatten(now["config"])
+  diffs = []
+  for field in sorted(set(old) | set(new)):
+    if field.split(".")[0] in SAFE_FIELDS or field.startswith(_PLAN_INPUTS):
+      continue
+    if old.get(field, _ABSENT) != new.get(field, _ABSENT):
+      diffs.append((field, old.get(field, _ABSENT), new.get(field, _ABSENT)))
+  for key, field in _PLAN_FIELDS.items():
+    if key == "steps_per_epoch" and any(d[0] in ("dataset", "global_batch_size") for d in diffs):
+      continue  # already explained
+    if saved["plan"].get(key, _ABSENT) != now["plan"][key]:
+      diffs.append((field, saved["plan"].get(key, _ABSENT), now["plan"][key]))
+  return diffs
+
+
+class _Absent:
+  def __repr__(self):
+    return "(absent)"
+
+
+_ABSENT = _Absent()
+
+
+def _flatten(tree, prefix=""):
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      out.update(_flatten(value, f"{prefix}{key}."))
+    else:
+      out[prefix + key] = value
+  return out
+
+
+def _check_compatible(workdir, config, plan, allow_config_change):
+  path = os.path.join(workdir, "config.json")
+  if not tf.io.gfile.exists(path):
+    return
+  try:
+    with tf.io.gfile.GFile(path) as f:
+      saved = json.loads(f.read())
+    if not (isinstance(saved, dict) and isinstance(saved.get("config"), dict)
+            and isinstance(saved.get("plan"), dict)):
+      raise ValueError("not a {config, plan} object")
+  except (ValueError, tf.errors.OpError) as e:
+    if allow_config_change:
+      logging.warning("%s is unreadable (%s); overwriting it (--allow_config_change).", path, e)
+      return
+    reason = (str(e).strip().splitlines() or [""])[0][:120]
+    raise ConfigError(f"workdir: {path} is unreadable ({type(e).__name__}: {reason}), so a "
+                      f"resume cannot be checked; use a new workdir or pass "
+                      f"--allow_config_change") from None
+  diffs = differences(saved, config, plan)
+  old_replicas = saved["plan"].get("num_replicas")
+  if old_replicas not in (None, plan.num_replicas):
+    logging.info("Resuming on %d replicas (was %d); the global batch is unchanged.",
+                 plan.num_replicas, old_replicas)
+  if not diffs:
+    return
+  listed = ", ".join(f"{field} {old!r} -> {new!r}" for field, old, new in diffs)
+  if allow_config_change:
+    logging.warning("Resuming %s with a changed config (--allow_config_change): %s", workdir,
+                    listed)
+    return
+  raise ConfigError(
+      f"{diffs[0][0].split(' ')[0]}: cannot resume {workdir} under a different config: "
+      f"{listed}; that would train a different run from its checkpoint. Use the values in "
+      f"{path}, a new workdir, or --allow_config_change (free to change: "
+      f"{', '.join(SAFE_FIELDS)})")
+
+
+def _probe_writable(workdir):
+  if "://" in workdir:
+    return
+  where = os.path.abspath(workdir)
+  while not os.path.exists(where):
+    where = os.path.dirname(where)
+  if not os.path.isdir(where):
+    raise ConfigError(f"workdir: {workdir!r} cannot be created: {where!r} is a file; give a "
+                      f"directory")
+  try:
+    fd, probe = tempfile.mkstemp(prefix=".trainer-write-probe-", dir=where)
+    os.close(fd)
+    os.remove(probe)
+  except OSError as e:
+    raise ConfigError(f"workdir: {workdir!r} is not writable ({e.strerror} in {where!r}); "
+                      f"give a directory you can write to") from None
