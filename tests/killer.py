@@ -109,9 +109,11 @@ def _install(hook):
   after `delay` seconds while it runs, so the kill lands inside TF's C++ work), or `after`
   (right after it returned).
   """
-  from tensorflow.python.checkpoint import checkpoint_management  # pylint: disable=g-import-not-at-top
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from trainer import checkpoints, loop, summaries, train  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf
+  from tensorflow.python.checkpoint import checkpoint_management
+  from trainer import checkpoints, loop, summaries, train
+  # pylint: enable=g-import-not-at-top
 
   count = [0]
 

@@ -97,7 +97,8 @@ def assert_same_weights(a, b):
   a, b = tensors(a), tensors(b)
   assert sorted(a) == sorted(b)
   for key in a:
-    np.testing.assert_array_equal(a[key], b[key], err_msg=key)  # bit for bit
+    np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    assert a[key].tobytes() == b[key].tobytes(), key  # bit for bit, -0.0 and NaNs included
 
 
 def logged(workdir, split):
