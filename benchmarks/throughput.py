@@ -1,0 +1,700 @@
+r"""Training throughput of the trainer's loop against its references, in one interleaved run.
+
+  python -m benchmarks.throughput [--out_dir=runs/benchmarks] [--data_dir=DIR] [--quick]
+
+For each model size (the overhead-bound `mlp` at global batch 64 and the default `small_cnn` at
+128, both on the offline digits with the default config's augmentation, AdamW and
+WarmupCosineDecay), every variant below trains the same model on the same data with the same
+schedule, on /cpu:0. All variants are built and compiled first; then the timed repeats are
+interleaved (variant order reversed on every other repeat, so the drift of a shared machine
+hits all variants alike) and a variant's throughput is the median over its repeats.
+
+  ours_device_spl100     trainer.loop.make_device_train_loop + data.make_device_batch_fn, 100
+                         steps per call: what input_mode=auto picks on one replica ("ours")
+  ours_const_lr_spl100   the same with a constant learning rate (the schedule's cost)
+  ours_device_spl1       the same, 1 step per call
+  ours_tfdata_spl{100,1} trainer.loop.make_train_loop over data.make_train_dataset
+  device_step_xla_spl100 device-resident batches, each step its own XLA program
+  device_no_xla_spl100   device-resident batches in a plain tf.function loop, no XLA at all
+                         (these two: candidate fixes for conv models on CPU, see the docs)
+  orbit_spl100           Orbit-style: tf.function + tf.range + strategy.run, no XLA, tf.data
+  fit_spe{1,100}         keras Model.fit, jit_compile=True, steps_per_execution 1 / 100, the
+                         same batches (data.batch_at) as a tf.data.Dataset
+  limit_step_xla         one in-memory batch; tf.range loop calling a jit_compile'd step
+  limit_no_xla           one in-memory batch; tf.range loop, no XLA
+  limit_loop_xla         one in-memory batch; the whole loop one XLA program
+  input_device           breakdown: data.make_device_batch_fn alone in an XLA loop
+  input_tfdata           breakdown: next() on data.make_train_dataset alone
+
+"limit" is the fastest of the three limit_* variants. Loops take their step count as a tensor,
+so a call may run fewer steps than steps_per_loop with the same compiled program; repeats use
+whole loops whenever a repeat is longer than one loop. Compile time is the first host call
+(one step; steps_per_execution steps for fit) minus one step's steady-state time. Memory:
+all variants share one process, so each reports the process RSS right after its first call,
+the RSS growth over its build and first call, and the process peak RSS (ru_maxrss) by then:
+cumulative, not isolated figures.
+
+Replica scaling: the model on 1, 2 and 4 logical CPU devices (the host CPU is split into 4
+before TensorFlow starts) with MirroredStrategy(ReductionToOneDevice) and the trainer's
+mirrored path (XLA on forward+backward, tf.data), next to OneDeviceStrategy with tf.data; each
+first trains the same `check_steps` global steps from the same initial weights (augmentation
+off: its draws are per replica batch) and is compared with the 1-replica weights and loss.
+
+Writes `<out_dir>/throughput.json` and prints a table with PASS/FAIL per target.
+"""
+
+import gc
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags, logging  # noqa: E402
+import numpy as np  # noqa: E402
+import psutil  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from trainer import strategy as strategy_lib  # noqa: E402
+
+NUM_CPU_DEVICES = 4
+LOOP = 100  # steps_per_loop / steps_per_execution of the multi-step variants
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("out_dir", "runs/benchmarks", "Where throughput.json goes.")
+flags.DEFINE_string("data_dir", "", "TFDS data_dir for digits (prepared offline on first use); "
+                    "default: <tempdir>/trainer_benchmarks/tfds.")
+flags.DEFINE_bool("quick", False, "Smoke run for tests: mlp only, 1 repeat of a few steps, "
+                  "scaling on 1 and 2 replicas with the mlp.")
+flags.DEFINE_integer("repeats", 5, "Timed repeats per variant (the median is reported).")
+flags.DEFINE_float("seconds", 0.4, "Target seconds per timed repeat of each variant.")
+flags.DEFINE_list("models", ["mlp", "small_cnn"], "Model sizes to measure.")
+flags.DEFINE_list("replicas", ["1", "2", "4"], "Replica counts for the scaling section "
+                  "('' to skip it).")
+flags.DEFINE_string("scaling_model", "small_cnn", "Model size of the scaling section.")
+flags.DEFINE_integer("check_steps", 20, "Global steps of the replica correctness check.")
+flags.DEFINE_string("profile", "", "A variant name (e.g. ours_device_spl100): after timing, "
+                    "trace one repeat of it with the TF profiler into <out_dir>/profile/<model>.")
+
+# Model sizes: (model name, global batch).
+SIZES = {"mlp": ("mlp", 64), "small_cnn": ("small_cnn", 128)}
+
+# (model, ratio) -> minimum. Ratios of throughputs measured in the same run.
+TARGETS = {
+    ("mlp", "ours_vs_limit"): 0.5,
+    ("mlp", "ours_vs_orbit"): 2.0,
+    ("mlp", "ours_vs_fit_spe1"): 4.0,
+    ("mlp", "schedule_vs_constant"): 0.98,
+    ("small_cnn", "ours_vs_limit"): 0.95,
+    ("small_cnn", "schedule_vs_constant"): 0.98,
+}
+# Replicas sum in another order than one device; AdamW turns the float32 rounding into
+# differences that grow with the steps (measured on small_cnn: ~1e-7 relative after 10 steps,
+# ~6e-5 after 25, ~3e-3 after 50, equally for OneDevice vs 1 replica and 2 vs 1 replicas).
+WEIGHT_RTOL = 1e-3
+LIMITS = ("limit_step_xla", "limit_no_xla", "limit_loop_xla")
+# What the trainer would run with the fix proposed in docs/benchmarks.md: on the CPU backend,
+# whole-loop XLA for models without convolutions, no XLA at all for models with them.
+FIXED_AUTO = {"mlp": "ours_device_spl100", "small_cnn": "device_no_xla_spl100"}
+FIXED_CONST = {"ours_device_spl100": "ours_const_lr_spl100",
+               "device_no_xla_spl100": "device_no_xla_const_lr_spl100"}
+
+
+def _peak_rss_mb():
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _rss_mb():
+  return psutil.Process().memory_info().rss / 2**20
+
+
+class Variant:
+  """One way to train. `build()` returns `(run, granularity)`.
+
+  `run(n)` trains n global steps (a multiple of `granularity`), waits for them and returns
+  the seconds they took.
+  """
+
+  def __init__(self, name, build, what, spl=1):
+    self.name, self._build, self.what, self.spl = name, build, what, spl
+    self.run, self.granularity = None, 1
+    self.steps = 0  # per timed repeat, set by calibrate
+    self.times = []  # seconds of each timed repeat
+    self.info = {}
+
+  def compile(self):
+    rss0 = _rss_mb()
+    start = time.perf_counter()
+    self.run, self.granularity = self._build()
+    first = self.run(self.granularity)
+    self.info.update(first_call_s=first, build_and_first_call_s=time.perf_counter() - start,
+                     rss_mb_after_first_call=_rss_mb(), rss_growth_mb=_rss_mb() - rss0,
+                     process_peak_rss_mb=_peak_rss_mb())
+
+  def _up(self, n, unit):
+    return max(unit, int(math.ceil(n / unit)) * unit)
+
+  def calibrate(self, seconds):
+    """Picks the steps per repeat (about `seconds` long; 0: one call) and warms them up.
+
+    The first call of a function after other programs were compiled is slow (~0.1 s), and a
+    jit_compile'd loop compiles once per distinct step count (`tf.range(num_steps)` makes it
+    a compile-time constant), so every call shape a repeat uses runs here first, untimed.
+    Repeats of at least one loop use whole loops. When one loop takes longer than a repeat
+    (the CNN), a repeat is one call of fewer steps of the same program: per-call overhead
+    (well under 1 ms) is then negligible against steps of tens of milliseconds.
+    """
+    g = self.granularity
+    self.run(g)
+    if seconds <= 0:
+      self.steps = g
+      return
+    t1 = self.run(g) if g > 1 else min(self.run(g) for _ in range(2))
+    if seconds / t1 * g >= self.spl:
+      n = self.spl
+      self.run(n)
+      dt = self.run(n)
+      while dt < 0.05:  # too short to extrapolate from
+        n *= 4
+        dt = self.run(n)
+      self.steps = self._up(seconds * n / dt, self.spl)
+    else:
+      self.steps = self._up(seconds / t1 * g, g)
+    if self.steps != g:
+      self.run(self.steps)
+
+  def time_once(self):
+    gc.collect()
+    gc.disable()  # as timeit does: no collector pauses inside a timed repeat
+    try:
+      self.times.append(self.run(self.steps))
+    finally:
+      gc.enable()
+
+
+def _loop_run(call, spl, sync):
+  """run(n) for a loop taking its step count as a tensor: whole loops, then the rest."""
+  def run(n):
+    start = time.perf_counter()
+    full, rest = divmod(n, spl)
+    for _ in range(full):
+      call(spl)
+    if rest:
+      call(rest)
+    sync()
+    return time.perf_counter() - start
+  return run
+
+
+class Bench:
+  """The variants of one model size, built from the trainer's public pieces."""
+
+  def __init__(self, size, data_dir):
+    from trainer import config as config_lib, data
+    self.size = size
+    self.model, self.batch = SIZES[size]
+    base = config_lib.load(os.path.join(REPO, "configs", "default.py"))
+    # More steps than any variant runs. The cost per step does not depend on the schedule's
+    # phase: it is branch-free, every branch is computed at every step.
+    self.config = config_lib.override(
+        base, model=self.model, global_batch_size=self.batch, data_dir=data_dir,
+        total_steps=10**7, steps_per_loop=LOOP, eval_every=0, checkpoint_every=0)
+    self.info = data.get_dataset_info(self.config)
+    self.one = tf.distribute.OneDeviceStrategy("/cpu:0")
+
+  def task(self, strategy=None, jit=True, constant_lr=False, config=None):
+    """Model, optimizer and task as trainer.train builds them."""
+    from trainer import config as config_lib, models, schedules, task as task_lib
+    from trainer.compat import keras
+    config = config or self.config
+    strategy = strategy or self.one
+    plan = config_lib.resolve(config, self.info.num_train_examples,
+                              strategy.num_replicas_in_sync)
+    keras.utils.set_random_seed(config.seed)
+    with strategy.scope():
+      model = models.build_model(config.model, self.info.num_classes, self.info.image_shape)
+      lr = (plan.peak_lr if constant_lr else
+            schedules.WarmupCosineDecay(**plan.schedule_kwargs()))
+      optimizer = task_lib.build_optimizer(config, lr)
+      optimizer.build(model.trainable_variables)
+      jit_full = jit and strategy_lib.jit_replica_step(strategy)
+      task = task_lib.ClassificationTask(model, optimizer, config.global_batch_size,
+                                         jit_gradients=jit and not jit_full)
+    return task, jit_full
+
+  def _flip(self):
+    from trainer import data
+    return bool(self.config.augment) and self.config.dataset not in data.NO_FLIP
+
+  def _plain_dataset(self):
+    """The trainer's in-memory train batches (data.batch_at) as a plain tf.data.Dataset."""
+    from trainer import data
+    images, labels = data.load_in_memory(self.config, "train")
+    x, y = tf.constant(images), tf.constant(labels)
+    c, flip = self.config, self._flip()
+    ds = tf.data.Dataset.range(0, 2**62).map(
+        lambda e: data.batch_at(e, x, y, c.global_batch_size, c.seed, 0, c.augment, flip),
+        num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+  def _one_batch(self):
+    from trainer import data
+    images, labels = data.load_in_memory(self.config, "train")
+    with tf.device("/cpu:0"):
+      return tuple(tf.identity(t) for t in data.batch_at(
+          0, tf.constant(images), tf.constant(labels), self.batch, self.config.seed, 0,
+          self.config.augment, self._flip()))
+
+  # -- variants -----------------------------------------------------------------------------
+
+  def ours_device(self, spl, constant_lr=False):
+    def build():
+      from trainer import data, loop as loop_lib
+      task, jit_full = self.task(constant_lr=constant_lr)
+      batch_fn = data.make_device_batch_fn(self.config, self.one)
+      assert jit_full and batch_fn is not None, "device-resident mode does not apply"
+      loop = loop_lib.make_device_train_loop(self.one, task.train_step, batch_fn,
+                                             task.optimizer.iterations)
+      return _loop_run(lambda k: loop(tf.constant(k)), spl, lambda: _sync(task)), 1
+    return build
+
+  def ours_tfdata(self, spl):
+    def build():
+      from trainer import data, loop as loop_lib
+      task, jit_full = self.task()
+      iterator = iter(data.make_train_dataset(self.config, self.one))
+      loop = loop_lib.make_train_loop(self.one, task.train_step, jit_full)
+      return _loop_run(lambda k: loop(iterator, tf.constant(k)), spl, lambda: _sync(task)), 1
+    return build
+
+  def device_step_xla(self, spl):
+    """Device-resident batches, one XLA program per step (batch gather inside it)."""
+    def build():
+      from trainer import data
+      task, _ = self.task()
+      batch_fn = data.make_device_batch_fn(self.config, self.one)
+      step_counter, strategy = task.optimizer.iterations, self.one
+
+      @tf.function(jit_compile=True)
+      def step():
+        task.train_step(batch_fn(tf.convert_to_tensor(step_counter)))
+
+      @tf.function
+      def loop(num_steps):
+        for _ in tf.range(num_steps):
+          strategy.run(step)
+      return _loop_run(lambda k: loop(tf.constant(k)), spl, lambda: _sync(task)), 1
+    return build
+
+  def device_no_xla(self, spl, constant_lr=False):
+    """Device-resident batches drawn in a plain tf.function loop, nothing XLA-compiled."""
+    def build():
+      from trainer import data
+      task, _ = self.task(jit=False, constant_lr=constant_lr)
+      batch_fn = data.make_device_batch_fn(self.config, self.one)
+      step_counter, strategy = task.optimizer.iterations, self.one
+
+      def step():
+        task.train_step(batch_fn(tf.convert_to_tensor(step_counter)))
+
+      @tf.function
+      def loop(num_steps):
+        for _ in tf.range(num_steps):
+          strategy.run(step)
+      return _loop_run(lambda k: loop(tf.constant(k)), spl, lambda: _sync(task)), 1
+    return build
+
+  def orbit(self, spl):
+    """Orbit's StandardTrainer pattern (a tf.function around a tf.range loop), no XLA."""
+    def build():
+      from trainer import data
+      task, _ = self.task(jit=False)
+      strategy = self.one
+      iterator = iter(data.make_train_dataset(self.config, strategy))
+
+      @tf.function
+      def train(iterator, num_steps):
+        for _ in tf.range(num_steps):
+          strategy.run(task.train_step, args=(next(iterator),))
+      return _loop_run(lambda k: train(iterator, tf.constant(k)), spl, lambda: _sync(task)), 1
+    return build
+
+  def fit(self, spe):
+    def build():
+      from trainer import config as config_lib, models, schedules, task as task_lib
+      from trainer.compat import keras
+      c = self.config
+      plan = config_lib.resolve(c, self.info.num_train_examples, 1)
+      keras.utils.set_random_seed(c.seed)
+      with tf.device("/cpu:0"):
+        model = models.build_model(c.model, self.info.num_classes, self.info.image_shape)
+        model.compile(
+            optimizer=task_lib.build_optimizer(
+                c, schedules.WarmupCosineDecay(**plan.schedule_kwargs())),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=[keras.metrics.SparseCategoricalAccuracy()],
+            jit_compile=True, steps_per_execution=spe)
+      dataset = self._plain_dataset()
+      timer = _epoch_timer()
+
+      def run(n):
+        with tf.device("/cpu:0"):
+          model.fit(dataset, epochs=1, steps_per_epoch=n, verbose=0, callbacks=[timer])
+        return timer.seconds
+      return run, spe
+    return build
+
+  def limit(self, how):
+    def build():
+      from trainer import loop as loop_lib
+      task, _ = self.task(jit=False)
+      batch, strategy = self._one_batch(), self.one
+      if how == "loop_xla":
+        loop = loop_lib.make_device_train_loop(strategy, task.train_step, lambda _: batch,
+                                               task.optimizer.iterations)
+      else:
+        step = (tf.function(task.train_step, jit_compile=True) if how == "step_xla"
+                else task.train_step)
+
+        @tf.function
+        def loop(num_steps):
+          for _ in tf.range(num_steps):
+            strategy.run(step, args=(batch,))
+      return _loop_run(lambda k: loop(tf.constant(k)), LOOP, lambda: _sync(task)), 1
+    return build
+
+  def input_only(self, mode):
+    """Breakdown: the input alone, one batch per 'step', summed so nothing is skipped."""
+    def build():
+      from trainer import data
+
+      def consume(b):
+        return tf.reduce_sum(b[0]) + tf.cast(tf.reduce_sum(b[1]), tf.float32)
+      out = [tf.constant(0.0)]
+      if mode == "device":
+        batch_fn = data.make_device_batch_fn(self.config, self.one)
+        position = tf.Variable(0, dtype=tf.int64)
+
+        @tf.function(jit_compile=True)
+        def loop(num_steps):
+          acc = tf.constant(0.0)
+          for _ in tf.range(num_steps):
+            acc += consume(batch_fn(position.read_value()))
+            position.assign_add(1)
+          return acc
+        call = lambda k: out.__setitem__(0, loop(tf.constant(k)))  # noqa: E731
+      else:
+        iterator = iter(data.make_train_dataset(self.config, self.one))
+
+        @tf.function
+        def pull(iterator, num_steps):
+          acc = tf.constant(0.0)
+          for _ in tf.range(num_steps):
+            acc += consume(next(iterator))
+          return acc
+        call = lambda k: out.__setitem__(0, pull(iterator, tf.constant(k)))  # noqa: E731
+      return _loop_run(call, LOOP, lambda: float(out[0])), 1
+    return build
+
+  def variants(self):
+    """All variants; a paired constant-LR twin sits next to the variant it is compared with."""
+    twin = []
+    if FIXED_AUTO[self.size] == "device_no_xla_spl100":
+      twin.append(Variant("device_no_xla_const_lr_spl100",
+                          self.device_no_xla(LOOP, constant_lr=True),
+                          "device_no_xla_spl100 with a constant LR (the schedule's cost)", LOOP))
+    return [
+        Variant("ours_device_spl100", self.ours_device(LOOP),
+                "make_device_train_loop + make_device_batch_fn, 100 steps per call "
+                "(input_mode=auto, one replica)", LOOP),
+        Variant("ours_const_lr_spl100", self.ours_device(LOOP, constant_lr=True),
+                "ours_device_spl100 with a constant LR (the peak) instead of the schedule",
+                LOOP),
+        Variant("ours_device_spl1", self.ours_device(1), "device-resident, 1 step per call"),
+        Variant("ours_tfdata_spl100", self.ours_tfdata(LOOP),
+                "make_train_loop over make_train_dataset, XLA step, 100 steps per call", LOOP),
+        Variant("ours_tfdata_spl1", self.ours_tfdata(1), "tf.data, 1 step per call"),
+        Variant("device_step_xla_spl100", self.device_step_xla(LOOP),
+                "device-resident batches, one XLA program per step, tf.range loop", LOOP),
+        Variant("device_no_xla_spl100", self.device_no_xla(LOOP),
+                "device-resident batches, plain tf.function loop, no XLA", LOOP),
+        *twin,
+        Variant("orbit_spl100", self.orbit(LOOP),
+                "Orbit-style: tf.function + tf.range + strategy.run, no XLA, tf.data", LOOP),
+        Variant("fit_spe1", self.fit(1), "Model.fit, jit_compile=True, steps_per_execution=1"),
+        Variant("fit_spe100", self.fit(LOOP),
+                "Model.fit, jit_compile=True, steps_per_execution=100", LOOP),
+        Variant("limit_step_xla", self.limit("step_xla"),
+                "one in-memory batch, tf.range loop over a jit_compile'd step", LOOP),
+        Variant("limit_no_xla", self.limit("no_xla"), "one in-memory batch, no XLA", LOOP),
+        Variant("limit_loop_xla", self.limit("loop_xla"),
+                "one in-memory batch, the whole loop one XLA program", LOOP),
+        Variant("input_device", self.input_only("device"),
+                "breakdown: make_device_batch_fn alone in an XLA loop (no training)", LOOP),
+        Variant("input_tfdata", self.input_only("tfdata"),
+                "breakdown: next() on make_train_dataset in a tf.function loop", LOOP),
+    ]
+
+
+def _sync(task):
+  return int(task.optimizer.iterations.numpy())
+
+
+def _epoch_timer():
+  """A Keras callback timing an epoch from its first batch: the fit loop proper.
+
+  Not timed: fit's setup, compilation and the epoch's iterator creation (a fit call per repeat
+  is a benchmark artefact; a real run calls fit once). Only begin hooks and the epoch end are
+  used, so Keras still dispatches batch-end callbacks asynchronously as usual.
+  """
+  from trainer.compat import keras
+
+  class EpochTimer(keras.callbacks.Callback):
+    seconds = float("nan")
+    _start = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+      self._start = None
+
+    def on_train_batch_begin(self, batch, logs=None):
+      if self._start is None:
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+      self.seconds = time.perf_counter() - self._start
+
+  return EpochTimer()
+
+
+def _measure(variants, repeats, seconds, log, same_steps=()):
+  for v in variants:
+    v.compile()
+    log(f"  compiled {v.name}: first call {v.info['first_call_s']:.2f} s, "
+        f"RSS {v.info['rss_mb_after_first_call']:.0f} MB")
+  by = {v.name: v for v in variants}
+  for v in variants:
+    v.calibrate(seconds)
+  for follower, leader in same_steps:  # paired comparisons run equal step counts
+    by[follower].steps = by[leader].steps
+  for r in range(repeats):
+    for v in (variants if r % 2 == 0 else variants[::-1]):
+      v.time_once()
+    log(f"  repeat {r + 1}/{repeats}")
+
+
+def _summarise(v, batch):
+  rates = [v.steps * batch / t for t in v.times]
+  per_step = statistics.median(v.times) / v.steps
+  return dict(v.info, what=v.what, steps_per_loop=v.spl, steps_per_repeat=v.steps,
+              examples_per_sec=statistics.median(rates), us_per_step=1e6 * per_step,
+              repeats=rates,
+              compile_s=max(0.0, v.info["first_call_s"] - per_step * v.granularity))
+
+
+def bench_model(size, data_dir, repeats, seconds, log, profile=""):
+  bench = Bench(size, data_dir)
+  variants = bench.variants()
+  log(f"{size}: global batch {bench.batch}, {len(variants)} variants")
+  fixed = FIXED_AUTO[size]
+  pairs = {(FIXED_CONST[fixed], fixed), ("ours_const_lr_spl100", "ours_device_spl100")}
+  _measure(variants, repeats, seconds, log, same_steps=sorted(pairs))
+  by = {v.name: v for v in variants}
+  res = {v.name: _summarise(v, bench.batch) for v in variants}
+  eps = {k: r["examples_per_sec"] for k, r in res.items()}
+  limit = max(LIMITS, key=eps.get)
+
+  def paired(const, sched):
+    # Both ran the same steps back to back in every repeat; time ratio = speed ratio.
+    return statistics.median(c / o for c, o in zip(by[const].times, by[sched].times))
+  ratios = {
+      "ours_vs_limit": eps["ours_device_spl100"] / eps[limit],
+      "ours_vs_orbit": eps["ours_device_spl100"] / eps["orbit_spl100"],
+      "ours_vs_fit_spe1": eps["ours_device_spl100"] / eps["fit_spe1"],
+      "schedule_vs_constant": paired("ours_const_lr_spl100", "ours_device_spl100"),
+      "ours_vs_fit_spe100": eps["ours_device_spl100"] / eps["fit_spe100"],
+      # limit_no_xla is the Orbit-style loop on one in-memory batch: no input cost at all.
+      "ours_vs_orbit_on_one_batch": eps["ours_device_spl100"] / eps["limit_no_xla"],
+      "ours_tfdata_spl100_vs_limit": eps["ours_tfdata_spl100"] / eps[limit],
+      "fixed_vs_limit": eps[fixed] / eps[limit],
+      "fixed_vs_orbit": eps[fixed] / eps["orbit_spl100"],
+      "fixed_vs_fit_spe1": eps[fixed] / eps["fit_spe1"],
+      "fixed_schedule_vs_constant": paired(FIXED_CONST[fixed], fixed),
+  }
+  us = {k: r["us_per_step"] for k, r in res.items()}
+  breakdown = {
+      "ours_us_per_step": us["ours_device_spl100"],
+      "step_alone_whole_loop_xla_us": us["limit_loop_xla"],
+      "step_alone_per_step_xla_us": us["limit_step_xla"],
+      "device_input_alone_us": us["input_device"],
+      "tfdata_input_alone_us": us["input_tfdata"],
+      "ours_minus_step_alone_us": us["ours_device_spl100"] - us["limit_loop_xla"],
+  }
+  if profile:
+    logdir = os.path.join(FLAGS.out_dir, "profile", size)
+    tf.io.gfile.makedirs(logdir)
+    tf.profiler.experimental.start(logdir)
+    try:
+      by[profile].run(by[profile].steps)
+    finally:
+      tf.profiler.experimental.stop()
+    log(f"  traced {profile} into {logdir}")
+  return {"model": bench.model, "global_batch_size": bench.batch, "limit": limit,
+          "fixed_auto": fixed, "variants": res, "ratios": ratios, "breakdown_us": breakdown}
+
+
+def bench_scaling(size, data_dir, replica_counts, repeats, seconds, check_steps, log):
+  """Throughput on 1/2/4 replicas, and the same weights as 1 replica after check_steps."""
+  from trainer import config as config_lib, data, loop as loop_lib
+  bench = Bench(size, data_dir)
+  # The default schedule's length (warmup 60 steps to 3e-3), so the checked steps really move
+  # the weights; no augmentation: its draws are per replica batch.
+  config = config_lib.override(bench.config, augment=False, total_steps=600)
+  checks = {}
+
+  def make(name, strategy):
+    def build():
+      task, jit_full = bench.task(strategy=strategy, config=config)
+      iterator = iter(data.make_train_dataset(config, strategy))
+      loop = loop_lib.make_train_loop(strategy, task.train_step, jit_full)
+      call = lambda k: loop(iterator, tf.constant(k))  # noqa: E731
+      task.train_sums.reset()
+      call(check_steps)  # first call: compilation, and the correctness check
+      checks[name] = {"loss": float(task.train_sums.result()["loss"]),
+                      "weights": [v.numpy() for v in task.model.trainable_variables],
+                      "replicas": strategy.num_replicas_in_sync,
+                      "xla": "whole step" if jit_full else "forward+backward"}
+      return _loop_run(call, LOOP, lambda: _sync(task)), 1
+    return build
+
+  variants = [Variant("one_device", make("one_device", bench.one),
+                      "OneDeviceStrategy(/cpu:0), tf.data, XLA whole step", LOOP)]
+  for n in replica_counts:
+    strategy = tf.distribute.MirroredStrategy(
+        [f"/cpu:{i}" for i in range(n)], cross_device_ops=tf.distribute.ReductionToOneDevice())
+    variants.append(Variant(f"mirrored_{n}", make(f"mirrored_{n}", strategy),
+                            f"MirroredStrategy on {n} logical CPU device(s), tf.data", LOOP))
+  log(f"scaling: {size} global batch {bench.batch}, replicas {replica_counts}")
+  _measure(variants, repeats, seconds, log)
+  ref_name = f"mirrored_{replica_counts[0]}"
+  ref = checks[ref_name]
+  out = {}
+  for v in variants:
+    c = checks[v.name]
+    rel = max(float(np.linalg.norm(a - b) / np.linalg.norm(b))
+              for a, b in zip(c["weights"], ref["weights"]))
+    out[v.name] = dict(_summarise(v, bench.batch), replicas=c["replicas"], xla=c["xla"],
+                       loss_after_check=c["loss"], max_rel_weight_diff=rel,
+                       weights_match=bool(rel <= WEIGHT_RTOL),
+                       loss_rel_diff=abs(c["loss"] - ref["loss"]) / abs(ref["loss"]))
+  return {"model": bench.model, "global_batch_size": bench.batch, "check_steps": check_steps,
+          "augment": False, "reference": ref_name,
+          "tolerance": f"|w - w_ref| / |w_ref| <= {WEIGHT_RTOL} for every variable",
+          "variants": out}
+
+
+# -- report ---------------------------------------------------------------------------------
+
+
+def machine():
+  try:
+    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    cpu = next(line.split(":", 1)[1].strip() for line in lscpu.splitlines()
+               if line.startswith("Model name"))
+  except (OSError, StopIteration):
+    cpu = platform.processor()
+  import keras  # pylint: disable=g-import-not-at-top
+  return {"cpu": cpu, "cores": os.cpu_count(), "tensorflow": tf.__version__,
+          "keras": keras.__version__, "python": platform.python_version(),
+          "load_average_at_start": os.getloadavg()}
+
+
+def targets(results):
+  rows = []
+  for (size, key), minimum in TARGETS.items():
+    if size in results["models"]:
+      ratios = results["models"][size]["ratios"]
+      fixed_key = "fixed_" + key.removeprefix("ours_")
+      rows.append({"model": size, "ratio": key, "value": ratios[key], "minimum": minimum,
+                   "pass": bool(ratios[key] >= minimum),
+                   "with_proposed_fix": ratios[fixed_key],
+                   "pass_with_proposed_fix": bool(ratios[fixed_key] >= minimum)})
+  return rows
+
+
+def format_table(results):
+  lines = []
+  for size, m in results["models"].items():
+    lines.append(f"\n{size} (global batch {m['global_batch_size']}): median of "
+                 f"{results['settings']['repeats']} interleaved repeats")
+    lines.append(f"  {'variant':24s} {'examples/s':>11s} {'us/step':>9s} {'compile s':>9s} "
+                 f"{'RSS MB':>7s} {'+MB':>5s}")
+    for k, v in m["variants"].items():
+      lines.append(f"  {k:24s} {v['examples_per_sec']:11.4g} {v['us_per_step']:9.1f} "
+                   f"{v['compile_s']:9.2f} {v['rss_mb_after_first_call']:7.0f} "
+                   f"{v['rss_growth_mb']:5.0f}")
+    lines.append(f"  limit = {m['limit']}; with the proposed fix auto = {m['fixed_auto']}")
+    lines.append("  " + ", ".join(f"{k} {v:.3g}" for k, v in m["ratios"].items()))
+  if "scaling" in results:
+    s = results["scaling"]
+    lines.append(f"\nreplica scaling, {s['model']} global batch {s['global_batch_size']}, "
+                 f"weights after {s['check_steps']} steps vs {s['reference']}")
+    for k, v in s["variants"].items():
+      lines.append(f"  {k:12s} {v['examples_per_sec']:11.4g} examples/s  max |dw|/|w| "
+                   f"{v['max_rel_weight_diff']:.1e}  loss {v['loss_after_check']:.5f}  "
+                   f"match {v['weights_match']}")
+  lines.append("\ntargets (ours = what input_mode=auto picks today)")
+  for t in results["targets"]:
+    lines.append(f"  {'PASS' if t['pass'] else 'FAIL'}  {t['model']:10s} {t['ratio']:21s} "
+                 f"{t['value']:7.3f} >= {t['minimum']:<5}  (with the proposed fix "
+                 f"{t['with_proposed_fix']:.3f}: "
+                 f"{'PASS' if t['pass_with_proposed_fix'] else 'FAIL'})")
+  return "\n".join(lines)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  strategy_lib.setup_cpu_devices(NUM_CPU_DEVICES)  # before any TF op
+  data_dir = FLAGS.data_dir or os.path.join(tempfile.gettempdir(), "trainer_benchmarks", "tfds")
+  quick = FLAGS.quick
+  repeats = 1 if quick else FLAGS.repeats
+  seconds = 0.0 if quick else FLAGS.seconds
+  models = ["mlp"] if quick else FLAGS.models
+  replicas = [1, 2] if quick else [int(n) for n in FLAGS.replicas if n]
+  scaling_model = "mlp" if quick else FLAGS.scaling_model
+  check_steps = 4 if quick else FLAGS.check_steps
+  start = time.perf_counter()
+  log = lambda s: print(f"[{time.perf_counter() - start:5.0f} s] {s}", flush=True)  # noqa
+  results = {"machine": machine(),
+             "settings": {"repeats": repeats, "seconds_per_repeat": seconds, "quick": quick,
+                          "steps_per_loop": LOOP, "cpu_devices": NUM_CPU_DEVICES,
+                          "command": " ".join(["python -m benchmarks.throughput",
+                                               *sys.argv[1:]])},
+             "models": {}}
+  for size in models:
+    results["models"][size] = bench_model(size, data_dir, repeats, seconds, log, FLAGS.profile)
+  if replicas:
+    results["scaling"] = bench_scaling(scaling_model, data_dir, replicas, repeats, seconds,
+                                       check_steps, log)
+  results["targets"] = targets(results)
+  results["seconds_total"] = time.perf_counter() - start
+  results["machine"]["load_average_at_end"] = os.getloadavg()
+  os.makedirs(FLAGS.out_dir, exist_ok=True)
+  path = os.path.join(FLAGS.out_dir, "throughput.json")
+  with open(path, "w") as f:
+    json.dump(results, f, indent=1)
+  print(format_table(results))
+  print(f"\nwrote {path} in {results['seconds_total']:.0f} s")
+
+
+if __name__ == "__main__":
+  logging.set_verbosity(logging.WARNING)
+  app.run(main)
