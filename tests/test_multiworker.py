@@ -21,6 +21,8 @@ import time
 import pytest
 import tensorflow as tf
 
+from tests.test_train import scalars
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 LAUNCHER = [sys.executable, str(REPO / "launch" / "multiworker.py")]
 TOTAL_STEPS = 24
@@ -69,18 +71,6 @@ def _worker_pids(stderr):
   return [int(p) for p in match.group(1).split()]
 
 
-def _scalars(event_dir, tag):
-  """{step: value} of scalar `tag` in every event file of `event_dir`."""
-  out = {}
-  for path in tf.io.gfile.glob(os.path.join(event_dir, "events.out.tfevents.*")):
-    for record in tf.data.TFRecordDataset(path):
-      event = tf.compat.v1.Event.FromString(record.numpy())
-      for value in event.summary.value:
-        if value.tag == tag:
-          out[event.step] = float(tf.make_ndarray(value.tensor))
-  return out
-
-
 @pytest.fixture(scope="module")
 def single_process_run(tmp_path_factory):
   """The same config trained by one process on --strategy=cpu; also prepares the data."""
@@ -91,7 +81,7 @@ def single_process_run(tmp_path_factory):
        f"--config.data_dir={data_dir}", *CONFIG_FLAGS],
       cwd=REPO, capture_output=True, text=True, timeout=300)
   assert r.returncode == 0, r.stderr[-3000:]
-  return data_dir, _scalars(str(workdir / "train"), "learning_rate")
+  return data_dir, scalars(str(workdir), "train", "learning_rate")
 
 
 @pytest.mark.slow
@@ -128,7 +118,7 @@ def test_two_workers_train_like_one_process(single_process_run, tmp_path, device
   assert plan["num_replicas"] == 2 * devices_per_worker
 
   # The learning rate is the single-process one at every logged step (global steps).
-  lrs = _scalars(str(workdir / "train"), "learning_rate")
+  lrs = scalars(str(workdir), "train", "learning_rate")
   assert sorted(lrs) == list(range(4, TOTAL_STEPS + 1, 4))
   assert lrs == single_lrs
   assert max(lrs.values()) > 0 and lrs[TOTAL_STEPS] == 0.0
