@@ -29,10 +29,11 @@ def get_config() -> ml_collections.ConfigDict:
   c.seed = 0
   c.augment = True
   c.mixed_precision = "auto"  # auto | float32 | bfloat16 | mixed_float16
-  c.jit_compile = True  # XLA-compile the replica step where the strategy allows it
-  # auto | tf.data | device. device: train split on the device, the whole steps_per_loop loop
-  # one XLA program (one replica, data in memory, jit_compile): ~4x faster for the tiny MLP,
-  # ~25x slower for the small CNN on CPU, so auto means tf.data (see README).
+  # XLA where it is faster: the replica step (whole loop with device input) or forward+backward
+  # (mirrored); never convolutions on the CPU, where TF's oneDNN kernels win (see README).
+  c.jit_compile = True
+  # auto | tf.data | device. device: the train split lives on the device and each step draws
+  # its batch there (one replica, data in memory). auto: device where it applies, else tf.data.
   c.input_mode = "auto"
 
   c.schedule = ml_collections.ConfigDict()

@@ -187,6 +187,13 @@ def test_small_cnn_learns_digits():
   assert accuracy >= 0.95
 
 
+@pytest.mark.parametrize("name,conv", [("mlp", False), ("small_cnn", True),
+                                       ("resnet50", True), ("efficientnetv2b0", True)])
+def test_has_convolutions(name, conv):
+  model = models.build_model(name, 10, (32, 32, 3))
+  assert models.has_convolutions(model) == conv
+
+
 def test_unknown_model_names_the_allowed_values():
   with pytest.raises(ConfigError) as e:
     models.build_model("x", 10, (8, 8, 1))

@@ -110,6 +110,18 @@ def test_jit_replica_step_by_strategy_kind():
   assert not ts.jit_replica_step(one_replica_mirrored)  # merge_call, not the replica count
 
 
+def test_xla_scope_keeps_convolutions_off_xla_cpu():
+  one = tf.distribute.OneDeviceStrategy("/cpu:0")
+  two = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"],
+                                       cross_device_ops=tf.distribute.ReductionToOneDevice())
+  assert ts.on_cpu(one) and ts.on_cpu(two)
+  assert ts.xla_scope(one, True, has_convolutions=False) == "step"
+  assert ts.xla_scope(two, True, has_convolutions=False) == "gradients"
+  for strategy in (one, two):  # XLA:CPU convolutions: slower per step, ~40x in a loop
+    assert ts.xla_scope(strategy, True, has_convolutions=True) == "none"
+    assert ts.xla_scope(strategy, False, has_convolutions=False) == "none"
+
+
 def test_setup_cpu_devices_rejects_bad_counts():
   for bad in (0, -2, 2.5, True, "4"):
     with pytest.raises(ConfigError) as excinfo:

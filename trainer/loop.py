@@ -30,23 +30,42 @@ def make_train_loop(strategy, step_fn, jit_step):
   return loop
 
 
-def make_device_train_loop(strategy, step_fn, batch_fn, global_step):
-  """Returns `loop(num_steps)`: the whole loop as one XLA program, for one replica.
+def make_device_train_loop(strategy, step_fn, batch_fn, global_step, whole_loop_xla=True):
+  """Returns `loop(num_steps)` over device-resident data, for one replica.
 
   Each step draws its batch on the device with `batch_fn(global_step)` (global_step is the
   optimizer's `iterations`, read after the previous step's update) instead of from a tf.data
-  iterator, which XLA cannot compile; for small models this removes the per-step host
-  dispatch that otherwise dominates.
-  """
+  iterator, which XLA cannot compile.
 
-  @tf.function(jit_compile=True)
-  def steps(num_steps):
-    for _ in tf.range(num_steps):
-      step_fn(batch_fn(tf.convert_to_tensor(global_step)))
+  Args:
+    strategy: a one-replica strategy.
+    step_fn: one global step; takes a batch.
+    batch_fn: global step (int64) -> batch, XLA-compilable (`data.make_device_batch_fn`).
+    global_step: the variable counting global steps (`optimizer.iterations`).
+    whole_loop_xla: compile all `num_steps` steps, batch draws included, as one XLA program
+      (for small models this removes the per-step dispatch that otherwise dominates). If
+      False, only `batch_fn` is XLA-compiled and `step_fn` runs as the caller made it, in a
+      `tf.range` loop: for convolutions on XLA:CPU, which are slow in a compiled loop (see
+      `trainer.strategy.xla_scope`).
+  """
+  if whole_loop_xla:
+    @tf.function(jit_compile=True)
+    def steps(num_steps):
+      for _ in tf.range(num_steps):
+        step_fn(batch_fn(tf.convert_to_tensor(global_step)))
+
+    @tf.function
+    def loop(num_steps):
+      strategy.run(steps, args=(num_steps,))
+
+    return loop
+
+  draw = tf.function(batch_fn, jit_compile=True)
 
   @tf.function
   def loop(num_steps):
-    strategy.run(steps, args=(num_steps,))
+    for _ in tf.range(num_steps):
+      strategy.run(lambda: step_fn(draw(tf.convert_to_tensor(global_step))))
 
   return loop
 

@@ -120,3 +120,13 @@ def build_model(name, num_classes, image_shape):
   image_shape = _check_image_shape(image_shape)
   inputs = keras.Input(shape=image_shape, dtype="float32", name="images")
   return keras.Model(inputs, body(inputs, num_classes), name=name)
+
+
+def has_convolutions(model) -> bool:
+  """Whether the model has convolution kernels (trainable variables of rank >= 3).
+
+  Decides what XLA compiles on the CPU (`trainer.strategy.xla_scope`). Dense kernels are
+  rank 2, biases and normalisation scales rank 1; Conv1D/2D/3D and depthwise kernels are
+  rank 3 to 5.
+  """
+  return any(len(v.shape) >= 3 for v in model.trainable_variables)

@@ -173,6 +173,34 @@ def jit_replica_step(strategy) -> bool:
   return strategy.num_replicas_in_sync == 1
 
 
+def on_cpu(strategy) -> bool:
+  """Whether the strategy's replicas run on the host CPU (XLA's CPU backend)."""
+  if isinstance(strategy, (tf.distribute.TPUStrategy, tf.distribute.experimental.TPUStrategy)):
+    return False
+  try:
+    devices = strategy.extended.worker_devices
+  except RuntimeError:  # the default strategy: TF places ops on a GPU if there is one
+    return not tf.config.list_logical_devices("GPU")
+  return all(tf.DeviceSpec.from_string(d).device_type == "CPU" for d in devices)
+
+
+def xla_scope(strategy, jit_compile: bool, has_convolutions: bool) -> str:
+  """What XLA compiles of a replica step: 'step', 'gradients' or 'none'.
+
+  'step': the whole step, optimizer update included (single-replica strategies and TPU; see
+  `jit_replica_step`); with device-resident input the whole `steps_per_loop` loop is one XLA
+  program. 'gradients': forward and backward only (mirrored, multi_worker). 'none': TF's own
+  kernels, chosen for convolutional models on the CPU, where XLA is measured slower (small_cnn
+  on 2 cores, benchmarks/throughput.py: 16 ms per step XLA-compiled vs 10 ms with TF's oneDNN
+  kernels, and 430 ms inside a compiled loop, because XLA:CPU's ConvCanonicalization pass only
+  rewrites convolutions of the entry computation: the filter gradient inside a while loop
+  keeps its non-NHWC dimension order and falls back to XLA's naive loop emitter).
+  """
+  if not jit_compile or (has_convolutions and on_cpu(strategy)):
+    return "none"
+  return "step" if jit_replica_step(strategy) else "gradients"
+
+
 def describe(strategy) -> str:
   """One log line: class, number of replicas, devices (and task when multi-worker)."""
   try:

@@ -55,6 +55,10 @@ def _write_atomically(path, content):
   tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
+_XLA_WHAT = {"step": "the whole replica step", "gradients": "forward and backward",
+             "none": "nothing (TF kernels: a convolutional model on the CPU, or jit_compile off)"}
+
+
 def _build(config, plan, info, strategy, policy):
   """Model, optimizer and task, inside the strategy's scope."""
   keras.utils.set_random_seed(config.seed)  # the same initial weights on every strategy
@@ -65,11 +69,10 @@ def _build(config, plan, info, strategy, policy):
     if policy == "mixed_float16":
       optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
     optimizer.build(model.trainable_variables)  # slots exist before a restore
-    jit_full = config.jit_compile and strategy_lib.jit_replica_step(strategy)
-    task = task_lib.ClassificationTask(
-        model, optimizer, config.global_batch_size,
-        jit_gradients=config.jit_compile and not jit_full)
-  return task, schedule, jit_full
+    xla = strategy_lib.xla_scope(strategy, config.jit_compile, models.has_convolutions(model))
+    task = task_lib.ClassificationTask(model, optimizer, config.global_batch_size,
+                                       jit_gradients=xla == "gradients")
+  return task, schedule, xla
 
 
 def _evaluate(eval_loop, eval_dataset, task):
@@ -110,20 +113,20 @@ def train_and_evaluate(config, workdir, strategy=None, allow_config_change=False
                plan)
 
   with _global_policy(policy), preemption.Watcher(strategy) as watcher:
-    task, schedule, jit_full = _build(config, plan, info, strategy, policy)
+    task, schedule, xla = _build(config, plan, info, strategy, policy)
     ckpt = checkpoints.Checkpointer(workdir, strategy, config.max_checkpoints,
                                     model=task.model, optimizer=task.optimizer)
     ckpt.restore_latest()
     step = _global_step(task)
-    run_steps, mode = _training_input(config, strategy, task, jit_full, step)
+    run_steps, mode = _training_input(config, strategy, task, xla, step)
     eval_dataset = data.make_eval_dataset(config, strategy)
-    logging.info("input mode %s; replica step XLA-compiled whole: %s", mode, jit_full)
+    logging.info("input mode %s; XLA compiles %s", mode, _XLA_WHAT[xla])
     if chief:
       tf.io.gfile.makedirs(workdir)
       _write_atomically(os.path.join(workdir, "config.json"), config_lib.to_json(config, plan))
       _write_atomically(os.path.join(workdir, "schedule.png"),
                         plot.render_png(plot.plot_schedule(**plan.schedule_kwargs())))
-    eval_loop = loop_lib.make_eval_loop(strategy, task.eval_step, jit_full)
+    eval_loop = loop_lib.make_eval_loop(strategy, task.eval_step, xla == "step")
     evaluate = lambda: _evaluate(eval_loop, eval_dataset, task)  # noqa: E731
     writer = summaries.Summaries(workdir, chief, plan.total_steps)
     try:
@@ -139,23 +142,27 @@ def train_and_evaluate(config, workdir, strategy=None, allow_config_change=False
   return {"step": step, **final}
 
 
-def _training_input(config, strategy, task, jit_full, step):
-  """`run_steps(n)`, training n global steps from `step` on, and the input mode's name."""
+def _training_input(config, strategy, task, xla, step):
+  """`run_steps(n)`, training n global steps from `step` on, and the input mode's name.
+
+  auto = device-resident input wherever it applies (one replica, a train split that fits in
+  memory), else tf.data. Measured on 2 CPU cores (docs/benchmarks.md): the tiny MLP trains
+  ~8x faster as one XLA program per loop than with tf.data and a compiled step; the small CNN,
+  run without XLA (see strategy.xla_scope), gains the tf.data threads' share of the cores.
+  """
   batch_fn = None
-  # auto = tf.data for now: measured on 2 CPU cores, the whole-loop XLA program is ~4x faster
-  # for the tiny MLP but ~25-40x slower for the small CNN (XLA:CPU convolutions in a loop).
-  if config.input_mode == "device" and jit_full:
+  if config.input_mode in ("auto", "device"):
     batch_fn = data.make_device_batch_fn(config, strategy)
   if config.input_mode == "device" and batch_fn is None:
-    raise ConfigError("input_mode: 'device' needs one replica (strategy cpu or one_device), "
-                      "jit_compile=True and a train split that fits in memory; allowed here: "
-                      "auto, tf.data")
+    raise ConfigError("input_mode: 'device' needs one replica (strategy cpu or one_device) "
+                      "and a train split that fits in memory; allowed here: auto, tf.data")
   if batch_fn:
+    whole = xla == "step"
     loop = loop_lib.make_device_train_loop(strategy, task.train_step, batch_fn,
-                                           task.optimizer.iterations)
-    return (lambda n: loop(tf.constant(n))), "device"
+                                           task.optimizer.iterations, whole_loop_xla=whole)
+    return (lambda n: loop(tf.constant(n))), "device (whole loop)" if whole else "device"
   iterator = iter(data.make_train_dataset(config, strategy, start_step=step))
-  loop = loop_lib.make_train_loop(strategy, task.train_step, jit_full)
+  loop = loop_lib.make_train_loop(strategy, task.train_step, xla == "step")
   return (lambda n: loop(iterator, tf.constant(n))), "tf.data"
 
 
