@@ -43,9 +43,9 @@ Replica scaling: each model on 1, 2 and 4 logical CPU devices (the host CPU is s
 before TensorFlow starts) with MirroredStrategy(ReductionToOneDevice) and the trainer's
 mirrored path (tf.data; XLA as strategy.xla_scope decides: none for the CNN on CPU), next to
 OneDeviceStrategy with tf.data; each first trains the same `check_steps` global steps from the
-same initial weights and is compared with the 1-replica weights and loss (augmentation off:
-its draws are per replica batch; SGD: Adam would amplify the kernels' batch-size-dependent
-rounding in near-zero gradients into full-sized steps).
+same initial weights and is compared with the 1-replica weights and loss (augmented as in the
+default config; SGD: Adam would amplify the kernels' batch-size-dependent rounding in
+near-zero gradients into full-sized steps).
 
 Writes `<out_dir>/throughput.json` and prints a table with PASS/FAIL per target.
 """
@@ -549,8 +549,8 @@ def bench_scaling(size, data_dir, replica_counts, repeats, seconds, check_steps,
   from trainer import config as config_lib, data, loop as loop_lib
   bench = Bench(size, data_dir)
   # The default schedule's shape (warmup over 10% of 600 steps) at an SGD-sized peak LR, so
-  # the checked steps really move the weights; no augmentation: its draws are per replica batch.
-  config = config_lib.override(bench.config, augment=False, total_steps=600,
+  # the checked steps really move the weights.
+  config = config_lib.override(bench.config, total_steps=600,
                                **{"optimizer.name": "sgd", "schedule.target_lr": 0.1})
   checks = {}
 
@@ -592,7 +592,7 @@ def bench_scaling(size, data_dir, replica_counts, repeats, seconds, check_steps,
                        weights_match=bool(rel <= WEIGHT_RTOL),
                        loss_rel_diff=abs(c["loss"] - ref["loss"]) / abs(ref["loss"]))
   return {"model": bench.model, "global_batch_size": bench.batch, "check_steps": check_steps,
-          "augment": False, "reference": ref_name,
+          "augment": bool(config.augment), "reference": ref_name,
           "tolerance": f"|dw - dw_ref| / |dw_ref| <= {WEIGHT_RTOL} for every variable, "
                        f"dw = weights after check_steps - initial weights",
           "variants": out}

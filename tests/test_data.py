@@ -165,6 +165,18 @@ def test_mirrored_replicas_get_half_batches_of_different_examples(digits_dir, tw
     assert len(ids[0]) == len(ids[1]) == 64 and not ids[0] & ids[1]
 
 
+def test_replicas_share_one_augmented_global_batch(digits_dir, one, two):
+  """Same examples, same augmentation at every step, on one replica or split over two."""
+  config = _config(digits_dir)
+  whole = _take(data.make_train_dataset(config, one, start_step=3), one, 2)
+  halves = _take(data.make_train_dataset(config, two, start_step=3), two, 2)
+  for (w,), (h0, h1) in zip(whole, halves):
+    for i in range(2):  # images, labels
+      np.testing.assert_array_equal(w[i], np.concatenate([h0[i], h1[i]]))
+  plain = _take(data.make_train_dataset(_config(digits_dir, augment=False), one, 3), one, 1)
+  assert not np.array_equal(plain[0][0][0], whole[0][0][0])  # augmentation did something
+
+
 def test_augmentation_translates_and_never_flips_digits(digits_dir, one):
   plain = _take(data.make_train_dataset(_config(digits_dir, augment=False), one), one, 1)
   aug = _take(data.make_train_dataset(_config(digits_dir), one), one, 1)

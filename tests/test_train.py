@@ -75,10 +75,11 @@ def model_weights(workdir):
 
 
 def test_global_steps_identical_on_one_and_four_replicas(data_dir, tmp_path):
-  # No augmentation: its draws are per replica batch. SGD, not AdamW: Adam divides by the
-  # gradient's root mean square, which turns the rounding differences of oneDNN's kernels at
-  # batch 8 vs 32 in near-zero gradients into full-sized steps (measured: 9e-4 after 24 steps).
-  config = small(data_dir, augment=False, **{"optimizer.name": "sgd"})
+  # Augmented: an example's augmentation is keyed by its stream position, not by the replica.
+  # SGD, not AdamW: Adam divides by the gradient's root mean square, which turns the rounding
+  # differences of oneDNN's kernels at batch 8 vs 32 in near-zero gradients into full-sized
+  # steps (measured: 9e-4 after 24 steps).
+  config = small(data_dir, **{"optimizer.name": "sgd"})
   one, four = str(tmp_path / "one"), str(tmp_path / "four")
   train.train_and_evaluate(config, one, cpu())
   train.train_and_evaluate(config, four, mirrored(4))
