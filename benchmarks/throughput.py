@@ -47,7 +47,8 @@ same initial weights and is compared with the 1-replica weights and loss (augmen
 default config; SGD: Adam would amplify the kernels' batch-size-dependent rounding in
 near-zero gradients into full-sized steps).
 
-Writes `<out_dir>/throughput.json` and prints a table with PASS/FAIL per target.
+Writes `<out_dir>/throughput.json` and `throughput.md` (the tables of docs/benchmarks.md)
+and prints a table with PASS/FAIL per target.
 """
 
 import gc
@@ -653,6 +654,40 @@ def format_table(results):
   return "\n".join(lines)
 
 
+def format_markdown(results):
+  """The tables of docs/benchmarks.md."""
+  m0 = results["machine"]
+  lines = [f"Measured on {m0['cpu']}, {m0['cores']} cores, TensorFlow {m0['tensorflow']}, "
+           f"Keras {m0['keras']}, Python {m0['python']}; load average at start "
+           f"{m0['load_average_at_start'][0]:.2f}; `{results['settings']['command']}` "
+           f"took {results['seconds_total']:.0f} s.", ""]
+  for size, m in results["models"].items():
+    lines += [f"**{size}**, global batch {m['global_batch_size']}, median of "
+              f"{results['settings']['repeats']} interleaved repeats (limit = `{m['limit']}`)", "",
+              "| variant | examples/s | us/step | compile s | RSS MB after first call |",
+              "|---|---:|---:|---:|---:|"]
+    for k, v in m["variants"].items():
+      lines.append(f"| `{k}` | {v['examples_per_sec']:,.0f} | {v['us_per_step']:,.1f} | "
+                   f"{v['compile_s']:.2f} | {v['rss_mb_after_first_call']:.0f} |")
+    lines += ["", "Ratios: " + ", ".join(f"{k} **{v:.3g}**" for k, v in m["ratios"].items()),
+              ""]
+  for s in results.get("scaling", {}).values():
+    lines += [f"**Replica scaling, {s['model']}**, global batch {s['global_batch_size']}, "
+              f"update after {s['check_steps']} steps vs `{s['reference']}`", "",
+              "| strategy | XLA | examples/s | us/step | max rel. update diff | same update |",
+              "|---|---|---:|---:|---:|---|"]
+    for k, v in s["variants"].items():
+      lines.append(f"| `{k}` | {v['xla']} | {v['examples_per_sec']:,.0f} | "
+                   f"{v['us_per_step']:,.0f} | {v['max_rel_update_diff']:.1e} | "
+                   f"{'yes' if v['weights_match'] else 'NO'} |")
+    lines.append("")
+  lines += ["| model | target | measured | minimum | |", "|---|---|---:|---:|---|"]
+  for t in results["targets"]:
+    lines.append(f"| {t['model']} | {t['ratio']} | {t['value']:.3f} | {t['minimum']} | "
+                 f"{'PASS' if t['pass'] else 'FAIL'} |")
+  return "\n".join(lines) + "\n"
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -687,6 +722,8 @@ def main(argv):
   path = os.path.join(FLAGS.out_dir, "throughput.json")
   with open(path, "w") as f:
     json.dump(results, f, indent=1)
+  with open(os.path.join(FLAGS.out_dir, "throughput.md"), "w") as f:
+    f.write(format_markdown(results))
   print(format_table(results))
   print(f"\nwrote {path} in {results['seconds_total']:.0f} s")
 

@@ -2,10 +2,10 @@ r"""Large-batch training with and without learning-rate warmup (Goyal et al. 201
 
   python -m benchmarks.warmup_experiment [--out_dir=runs/benchmarks] [--data_dir=DIR] [--quick]
 
-The default model (small_cnn) on the offline digits at a large global batch, its peak LR
-scaled linearly from a small-batch base (`schedule.base_batch_size`: peak = base_lr *
-global_batch / base_batch), SGD with momentum 0.9 as in the paper. Two arms that differ only
-in the schedule's first steps:
+The default model (small_cnn) and optimizer (AdamW) on the offline digits at a large global
+batch (512, 16x the base), its peak LR scaled linearly from a small-batch base
+(`schedule.base_batch_size`: peak = base_lr * global_batch / base_batch). Two arms that differ
+only in the schedule's first steps:
 
   warmup      linear warmup over --warmup_steps from the base LR up to the scaled peak (the
               paper's "gradual warmup"), then cosine decay to 0
@@ -16,7 +16,8 @@ overrides (fresh workdirs), and the curves are read back from the workdirs' Tens
 events (train loss/accuracy per loop of --steps_per_loop steps, eval at the end). A run
 diverges when it raises NonFiniteLossError or a logged train loss exceeds --divergence_loss.
 The worst loss spike of a run is the largest rise of the logged train loss above its lowest
-value so far.
+value so far. A run is stuck at chance when it ends, without diverging, at a train loss above
+0.95 ln 10 (a network whose ReLUs all died outputs constant logits: loss exactly ln 10).
 
 Writes to <out_dir>: warmup_experiment.png (loss, accuracy and LR curves of both arms and all
 seeds), warmup_experiment.md (the table) and warmup_experiment.json; workdirs under
@@ -40,6 +41,7 @@ import tensorflow as tf  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARMS = ("warmup", "no_warmup")
+STUCK = 0.95  # a final train loss above STUCK * ln(10) is chance level (10 classes)
 COLORS = {"warmup": "tab:blue", "no_warmup": "tab:red"}
 
 FLAGS = flags.FLAGS
@@ -47,14 +49,17 @@ flags.DEFINE_string("out_dir", "runs/benchmarks", "Where the PNG, table, JSON an
 flags.DEFINE_string("data_dir", "", "TFDS data_dir for digits (prepared offline on first use); "
                     "default: <tempdir>/trainer_benchmarks/tfds.")
 flags.DEFINE_bool("quick", False, "Smoke run for tests: one seed, a few steps, small batch.")
-flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds; each runs both arms.")
+flags.DEFINE_list("seeds", ["0", "1", "2", "3", "4"], "Seeds; each runs both arms.")
 flags.DEFINE_integer("global_batch_size", 512, "The large global batch.")
 flags.DEFINE_integer("base_batch_size", 32, "The small batch the base LR is tuned for.")
-flags.DEFINE_float("base_lr", 0.1, "Peak LR at base_batch_size; scaled linearly to the large "
-                   "batch.")
-flags.DEFINE_integer("total_steps", 150, "Global steps per run.")
-flags.DEFINE_integer("warmup_steps", 30, "Warmup length of the warmup arm, in global steps.")
-flags.DEFINE_integer("steps_per_loop", 5, "Global steps per host call = curve resolution.")
+flags.DEFINE_float("base_lr", 0.002, "Peak LR at base_batch_size (the default config trains at "
+                   "3e-3 at batch 128); scaled linearly to the large batch.")
+flags.DEFINE_integer("total_steps", 300, "Global steps per run (~107 epochs at batch 512).")
+flags.DEFINE_integer("warmup_steps", 30, "Warmup length of the warmup arm, in global steps "
+                     "(10% of the run, ~11 epochs at batch 512).")
+flags.DEFINE_integer("steps_per_loop", 10, "Global steps per host call = curve resolution.")
+flags.DEFINE_enum("optimizer", "adamw", ["sgd", "adamw"], "adamw (the default config's) or "
+                  "sgd with momentum (the paper's; see docs/benchmarks.md for what it shows).")
 flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
 flags.DEFINE_float("weight_decay", 1e-4, "Decoupled weight decay.")
 flags.DEFINE_float("divergence_loss", 2 * math.log(10), "A logged train loss above this is a "
@@ -70,9 +75,7 @@ def arm_config(arm, seed, data_dir, s):
       base, data_dir=data_dir, seed=seed, global_batch_size=s["global_batch_size"],
       total_steps=s["total_steps"], steps_per_loop=s["steps_per_loop"], eval_every=0,
       checkpoint_every=0,
-      # tf.data, not auto: see docs/benchmarks.md (whole-loop XLA is slow for convs on CPU).
-      input_mode="tf.data",
-      **{"optimizer.name": "sgd", "optimizer.momentum": s["momentum"],
+      **{"optimizer.name": s["optimizer"], "optimizer.momentum": s["momentum"],
          "optimizer.weight_decay": s["weight_decay"],
          "schedule.base_batch_size": s["base_batch_size"], "schedule.target_lr": s["base_lr"],
          "schedule.warmup_fraction": 0.0,
@@ -130,9 +133,12 @@ def run_one(arm, seed, data_dir, settings, runs_dir, log):
       "max_loss": max(loss.values(), default=math.nan),
   }
   run["diverged"] = nonfinite or run["max_loss"] > settings["divergence_loss"]
+  # Finite but never learned, or learned and then died (all-dead ReLUs give exactly ln 10).
+  run["stuck_at_chance"] = (not run["diverged"] and bool(loss)
+                            and list(loss.values())[-1] > STUCK * math.log(10))
   log(f"  {arm:9s} seed {seed}: eval accuracy {run['eval_accuracy']:.4f}, worst spike "
-      f"{run['worst_spike']:.3f}, max loss {run['max_loss']:.3f}, diverged {run['diverged']} "
-      f"({run['seconds']:.0f} s)")
+      f"{run['worst_spike']:.3f}, max loss {run['max_loss']:.3f}, diverged {run['diverged']}, "
+      f"stuck {run['stuck_at_chance']} ({run['seconds']:.0f} s)")
   return run
 
 
@@ -150,28 +156,37 @@ def summarise(runs):
         "worst_loss_spike": max(r["worst_spike"] for r in rs),
         "max_train_loss": max(r["max_loss"] for r in rs),
         "divergences": sum(r["diverged"] for r in rs),
+        "stuck_at_chance": sum(r["stuck_at_chance"] for r in rs),
     }
   return table
 
 
 def table_markdown(table, settings):
   lines = [f"| arm | runs | final eval accuracy, mean (min-max) | per seed | worst loss spike | "
-           f"max train loss | divergences |", "|---|---|---|---|---|---|---|"]
+           f"max train loss | divergences | stuck at chance |", "|---|---|---|---|---|---|---|---|"]
   for arm, t in table.items():
     per_seed = ", ".join(f"{v:.3f}" for v in t["final_eval_accuracy_per_seed"].values())
     lines.append(
         f"| {arm} | {t['runs']} | {t['final_eval_accuracy_mean']:.3f} "
         f"({t['final_eval_accuracy_min']:.3f}-{t['final_eval_accuracy_max']:.3f}) | {per_seed} "
-        f"| {t['worst_loss_spike']:.3f} | {t['max_train_loss']:.3f} | {t['divergences']} |")
+        f"| {t['worst_loss_spike']:.3f} | {t['max_train_loss']:.3f} | {t['divergences']} "
+        f"| {t['stuck_at_chance']} |")
   s = settings
   lines.append("")
-  lines.append(f"small_cnn on digits, global batch {s['global_batch_size']}, SGD momentum "
-               f"{s['momentum']}, weight decay {s['weight_decay']}, peak LR {s['peak_lr']:g} "
+  lines.append(f"small_cnn on digits, global batch {s['global_batch_size']}, "
+               f"{_optimizer_name(s)}, weight decay {s['weight_decay']}, peak LR {s['peak_lr']:g} "
                f"(= {s['base_lr']:g} x {s['global_batch_size']} / {s['base_batch_size']}), "
                f"{s['total_steps']} steps, cosine decay to 0; warmup arm: {s['warmup_steps']} "
                f"steps from {s['base_lr']:g}; seeds {s['seeds']}. Divergence: non-finite loss "
-               f"or a logged train loss > {s['divergence_loss']:.2f}.")
+               f"or a logged train loss > {s['divergence_loss']:.2f}; stuck at chance: final "
+               f"train loss > {STUCK} ln 10 without diverging.")
   return "\n".join(lines)
+
+
+def _optimizer_name(settings):
+  if settings["optimizer"] == "sgd":
+    return f"SGD momentum {settings['momentum']}"
+  return "AdamW"
 
 
 def plot(runs, path, settings):
@@ -197,7 +212,7 @@ def plot(runs, path, settings):
     ax.grid(alpha=0.3)
   axes[0].legend()
   fig.suptitle(f"small_cnn / digits, batch {settings['global_batch_size']}, peak LR "
-               f"{settings['peak_lr']:g}, SGD m={settings['momentum']}, seeds "
+               f"{settings['peak_lr']:g}, {_optimizer_name(settings)}, seeds "
                f"{settings['seeds']}", fontsize=10)
   fig.tight_layout()
   fig.savefig(path, dpi=80)
@@ -212,7 +227,8 @@ def main(argv):
       "global_batch_size": FLAGS.global_batch_size, "base_batch_size": FLAGS.base_batch_size,
       "base_lr": FLAGS.base_lr, "total_steps": FLAGS.total_steps,
       "warmup_steps": FLAGS.warmup_steps, "steps_per_loop": FLAGS.steps_per_loop,
-      "momentum": FLAGS.momentum, "weight_decay": FLAGS.weight_decay,
+      "optimizer": FLAGS.optimizer, "momentum": FLAGS.momentum,
+      "weight_decay": FLAGS.weight_decay,
       "divergence_loss": FLAGS.divergence_loss, "seeds": [int(s) for s in FLAGS.seeds],
       "quick": FLAGS.quick}
   if FLAGS.quick:

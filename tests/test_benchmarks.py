@@ -69,6 +69,8 @@ def test_throughput_measures_every_variant_and_reports_ratios_and_targets(quick_
     assert t["pass"] == (t["value"] >= t["minimum"])
     assert ("PASS" if t["pass"] else "FAIL") in stdout
   assert results["machine"]["tensorflow"] and results["machine"]["cores"] >= 1
+  markdown = (out_dir / "throughput.md").read_text()  # the tables docs/benchmarks.md shows
+  assert "| `ours_spl100` |" in markdown and "| mlp | ours_vs_limit |" in markdown
 
 
 def test_throughput_replicas_train_to_the_same_weights(quick_runs):
