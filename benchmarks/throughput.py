@@ -29,9 +29,17 @@ hits all variants alike) and a variant's throughput is the median over its repea
   input_device           breakdown: data.make_device_batch_fn alone in an XLA loop
   input_tfdata           breakdown: next() on data.make_train_dataset alone
 
-The schedule's cost (ours_spl100 vs ours_const_lr_spl100) is the median of per-repeat time
-ratios of the two, which run the same steps back to back, over the interleaved repeats plus
---pair_repeats more of the pair alone. "limit" is the fastest of the three limit_* variants. Loops take their step count as a tensor,
+"limit" is the fastest of the three limit_* variants. ours_vs_limit is the median of
+per-repeat speed ratios over the interleaved repeats and --pair_repeats more of ours, its
+constant-LR twin and the limit alone (single repeats scatter by +-5-8% on a shared machine).
+
+The schedule's cost: the optimizer evaluates the schedule E times per step (AdamW: once for
+the update and once per decayed variable; counted at trace time); `schedule_cost_us` times E
+evaluations in a loop compiled like ours against constants, and schedule_vs_constant =
+1 - that / ours' time per step. The in-loop A/B of ours_spl100 and ours_const_lr_spl100 is
+reported as schedule_vs_constant_in_loop: it cannot resolve 2% here.
+
+Loops take their step count as a tensor,
 so a call may run fewer steps than steps_per_loop with the same compiled program; repeats use
 whole loops whenever a repeat is longer than one loop. Compile time is the first host call
 (one step; steps_per_execution steps for fit) minus one step's steady-state time. Memory:
@@ -83,9 +91,10 @@ flags.DEFINE_string("data_dir", "", "TFDS data_dir for digits (prepared offline 
 flags.DEFINE_bool("quick", False, "Smoke run for tests: mlp only, 1 repeat of a few steps, "
                   "scaling on 1 and 2 replicas with the mlp.")
 flags.DEFINE_integer("repeats", 5, "Timed repeats per variant (the median is reported).")
-flags.DEFINE_integer("pair_repeats", 16, "Extra repeats of the schedule-vs-constant pair "
-                     "alone, alternating, after the interleaved ones: their difference (~1%) "
-                     "is smaller than the run-to-run noise of a shared machine (~+-5%).")
+flags.DEFINE_integer("pair_repeats", 16, "Extra repeats of ours, its constant-LR twin and the "
+                     "limit alone, alternating, after the interleaved ones: the ratios the "
+                     "targets check are medians of per-repeat ratios, and single repeats "
+                     "scatter by +-5-8% on a shared machine.")
 flags.DEFINE_float("seconds", 0.4, "Target seconds per timed repeat of each variant.")
 flags.DEFINE_list("models", ["mlp", "small_cnn"], "Model sizes to measure.")
 flags.DEFINE_list("replicas", ["1", "2", "4"], "Replica counts for the scaling section "
@@ -230,8 +239,7 @@ class Bench:
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
       model = models.build_model(config.model, self.info.num_classes, self.info.image_shape)
-      lr = (plan.peak_lr if constant_lr else
-            schedules.WarmupCosineDecay(**plan.schedule_kwargs()))
+      lr = plan.peak_lr if constant_lr else _CountingSchedule(**plan.schedule_kwargs())
       optimizer = task_lib.build_optimizer(config, lr)
       optimizer.build(model.trainable_variables)
       xla = xla or strategy_lib.xla_scope(strategy, config.jit_compile,
@@ -269,6 +277,8 @@ class Bench:
     def build():
       from trainer import data, loop as loop_lib
       task, scope = self.task(constant_lr=constant_lr, xla=xla)
+      if spl == LOOP and not constant_lr and xla is None:
+        self.ours_task, self.ours_scope = task, scope
       batch_fn = data.make_device_batch_fn(self.config, self.one)
       assert batch_fn is not None, "device-resident mode does not apply"
       loop = loop_lib.make_device_train_loop(self.one, task.train_step, batch_fn,
@@ -439,6 +449,52 @@ class Bench:
         models.build_model(self.model, self.info.num_classes, self.info.image_shape))) == "step"
 
 
+class _CountingSchedule:
+  """WarmupCosineDecay counting its calls: at trace time, the evaluations per step."""
+
+  def __new__(cls, **kwargs):
+    from trainer import schedules
+
+    class Counting(schedules.WarmupCosineDecay):
+      calls = 0
+
+      def __call__(self, step):
+        Counting.calls += 1
+        return super().__call__(step)
+    return Counting(**kwargs)
+
+
+def schedule_cost_us(schedule, evaluations, xla, steps=5000):
+  """Microseconds per step that `evaluations` evaluations of `schedule` add to a loop.
+
+  The loop is compiled like the trainer's (whole-loop XLA, or TF ops) and reads a step
+  variable that it increments, as the optimizer does; the difference against the same loop
+  adding constants is the schedule's own cost, free of the step's run-to-run noise.
+  """
+  step = tf.Variable(0, dtype=tf.int64)
+
+  def make(lr):
+    @tf.function(jit_compile=xla)
+    def loop(n):
+      acc = tf.constant(0.0)
+      for _ in tf.range(n):
+        for _ in range(evaluations):
+          acc += lr(step)
+        step.assign_add(1)
+      return acc
+    return loop
+
+  def per_step(loop):
+    loop(tf.constant(100))
+    times = []
+    for _ in range(7):
+      start = time.perf_counter()
+      float(loop(tf.constant(steps)))
+      times.append(time.perf_counter() - start)
+    return statistics.median(times) / steps * 1e6
+  return max(0.0, per_step(make(schedule)) - per_step(make(lambda _: tf.constant(1e-3))))
+
+
 def _sync(task):
   return int(task.optimizer.iterations.numpy())
 
@@ -500,24 +556,34 @@ def bench_model(size, data_dir, repeats, seconds, log, profile="", pair_repeats=
   log(f"{size}: global batch {bench.batch}, {len(variants)} variants")
   _measure(variants, repeats, seconds, log, same_steps=[("ours_const_lr_spl100", "ours_spl100")])
   by = {v.name: v for v in variants}
-  pair = [by["ours_const_lr_spl100"], by["ours_spl100"]]
+  limit = min(LIMITS, key=lambda k: statistics.median(by[k].times) / by[k].steps)
+  group = [by["ours_const_lr_spl100"], by["ours_spl100"], by[limit]]
   for r in range(pair_repeats):
-    for v in (pair if r % 2 == 0 else pair[::-1]):
+    for v in (group if r % 2 == 0 else group[::-1]):
       v.time_once()
   if pair_repeats:
-    log(f"  {pair_repeats} more repeats of {pair[1].name} and {pair[0].name}")
+    log(f"  {pair_repeats} more repeats of " + ", ".join(v.name for v in group))
   res = {v.name: _summarise(v, bench.batch) for v in variants}
   eps = {k: r["examples_per_sec"] for k, r in res.items()}
-  limit = max(LIMITS, key=eps.get)
 
-  def paired(const, sched):
-    # Both ran the same steps back to back in every repeat; time ratio = speed ratio.
-    return statistics.median(c / o for c, o in zip(by[const].times, by[sched].times))
+  def speed_ratio(a, b):
+    # Median over repeats of the per-repeat speed ratio of a to b: a repeat's two timings are
+    # seconds apart, so the machine's slower drifts cancel.
+    return statistics.median((tb / by[b].steps) / (ta / by[a].steps)
+                             for ta, tb in zip(by[a].times, by[b].times))
+
+  us_ours = res["ours_spl100"]["us_per_step"]
+  lr = bench.ours_task.optimizer._learning_rate  # pylint: disable=protected-access
+  evaluations = type(lr).calls
+  schedule = {"evaluations_per_step": evaluations,
+              "us_per_step": schedule_cost_us(lr, evaluations, bench.ours_scope == "step")}
+  log(f"  schedule: {evaluations} evaluations per step cost {schedule['us_per_step']:.2f} us")
   ratios = {
-      "ours_vs_limit": eps["ours_spl100"] / eps[limit],
+      "ours_vs_limit": speed_ratio("ours_spl100", limit),
       "ours_vs_orbit": eps["ours_spl100"] / eps["orbit_spl100"],
       "ours_vs_fit_spe1": eps["ours_spl100"] / eps["fit_spe1"],
-      "schedule_vs_constant": paired("ours_const_lr_spl100", "ours_spl100"),
+      "schedule_vs_constant": 1 - schedule["us_per_step"] / us_ours,
+      "schedule_vs_constant_in_loop": speed_ratio("ours_spl100", "ours_const_lr_spl100"),
       "ours_vs_fit_spe100": eps["ours_spl100"] / eps["fit_spe100"],
       # limit_no_xla is the Orbit-style loop on one in-memory batch: no input cost at all.
       "ours_vs_orbit_on_one_batch": eps["ours_spl100"] / eps["limit_no_xla"],
@@ -542,7 +608,7 @@ def bench_model(size, data_dir, repeats, seconds, log, profile="", pair_repeats=
       tf.profiler.experimental.stop()
     log(f"  traced {profile} into {logdir}")
   return {"model": bench.model, "global_batch_size": bench.batch, "limit": limit,
-          "whole_loop_xla": bench.whole_loop(), "variants": res, "ratios": ratios, "breakdown_us": breakdown}
+          "whole_loop_xla": bench.whole_loop(), "schedule": schedule, "variants": res, "ratios": ratios, "breakdown_us": breakdown}
 
 
 def bench_scaling(size, data_dir, replica_counts, repeats, seconds, check_steps, log):
@@ -629,8 +695,8 @@ def format_table(results):
   lines = []
   for size, m in results["models"].items():
     lines.append(f"\n{size} (global batch {m['global_batch_size']}): median of "
-                 f"{results['settings']['repeats']} interleaved repeats (the schedule pair: "
-                 f"{results['settings']['repeats'] + results['settings']['pair_repeats']})")
+                 f"{results['settings']['repeats']} interleaved repeats (ours, its twin and "
+                 f"the limit: {results['settings']['repeats'] + results['settings']['pair_repeats']})")
     lines.append(f"  {'variant':24s} {'examples/s':>11s} {'us/step':>9s} {'compile s':>9s} "
                  f"{'RSS MB':>7s} {'+MB':>5s}")
     for k, v in m["variants"].items():
