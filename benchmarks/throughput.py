@@ -728,30 +728,32 @@ def format_markdown(results):
            f"{m0['load_average_at_start'][0]:.2f}; `{results['settings']['command']}` "
            f"took {results['seconds_total']:.0f} s.", ""]
   for size, m in results["models"].items():
-    lines += [f"**{size}**, global batch {m['global_batch_size']}, median of "
-              f"{results['settings']['repeats']} interleaved repeats (limit = `{m['limit']}`)", "",
-              "| variant | examples/s | us/step | compile s | RSS MB after first call |",
-              "|---|---:|---:|---:|---:|"]
-    for k, v in m["variants"].items():
-      lines.append(f"| `{k}` | {v['examples_per_sec']:,.0f} | {v['us_per_step']:,.1f} | "
-                   f"{v['compile_s']:.2f} | {v['rss_mb_after_first_call']:.0f} |")
-    lines += ["", "Ratios: " + ", ".join(f"{k} **{v:.3g}**" for k, v in m["ratios"].items()),
-              ""]
+    lines.append(f"**{size}**, global batch {m['global_batch_size']}, median of "
+                 f"{results['settings']['repeats']} interleaved repeats (limit = `{m['limit']}`)")
+    lines += _md_table(
+        ["variant", "examples/s", "us/step", "compile s", "RSS MB after first call"],
+        [[f"`{k}`", f"{v['examples_per_sec']:,.0f}", f"{v['us_per_step']:,.1f}",
+          f"{v['compile_s']:.2f}", f"{v['rss_mb_after_first_call']:.0f}"]
+         for k, v in m["variants"].items()])
+    lines += ["Ratios: " + ", ".join(f"{k} **{v:.3g}**" for k, v in m["ratios"].items()), ""]
   for s in results.get("scaling", {}).values():
-    lines += [f"**Replica scaling, {s['model']}**, global batch {s['global_batch_size']}, "
-              f"update after {s['check_steps']} steps vs `{s['reference']}`", "",
-              "| strategy | XLA | examples/s | us/step | max rel. update diff | same update |",
-              "|---|---|---:|---:|---:|---|"]
-    for k, v in s["variants"].items():
-      lines.append(f"| `{k}` | {v['xla']} | {v['examples_per_sec']:,.0f} | "
-                   f"{v['us_per_step']:,.0f} | {v['max_rel_update_diff']:.1e} | "
-                   f"{'yes' if v['weights_match'] else 'NO'} |")
-    lines.append("")
-  lines += ["| model | target | measured | minimum | |", "|---|---|---:|---:|---|"]
-  for t in results["targets"]:
-    lines.append(f"| {t['model']} | {t['ratio']} | {t['value']:.3f} | {t['minimum']} | "
-                 f"{'PASS' if t['pass'] else 'FAIL'} |")
-  return "\n".join(lines) + "\n"
+    lines.append(f"**Replica scaling, {s['model']}**, global batch {s['global_batch_size']}, "
+                 f"update after {s['check_steps']} steps vs `{s['reference']}`")
+    lines += _md_table(
+        ["strategy", "XLA", "examples/s", "us/step", "max rel. update diff", "same update"],
+        [[f"`{k}`", v["xla"], f"{v['examples_per_sec']:,.0f}", f"{v['us_per_step']:,.0f}",
+          f"{v['max_rel_update_diff']:.1e}", "yes" if v["weights_match"] else "NO"]
+         for k, v in s["variants"].items()])
+  lines += _md_table(["model", "target", "measured", "minimum", ""],
+                     [[t["model"], t["ratio"], f"{t['value']:.3f}", str(t["minimum"]),
+                       "PASS" if t["pass"] else "FAIL"] for t in results["targets"]])
+  return "\n".join(lines)
+
+
+def _md_table(header, rows):
+  """Lines of a markdown table (a blank line before and after); columns 3+ right-aligned."""
+  align = ["---" if i < 2 else "---:" for i in range(len(header))]
+  return ["", *("| " + " | ".join(r) + " |" for r in (header, align, *rows)), ""]
 
 
 def main(argv):
