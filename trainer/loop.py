@@ -30,7 +30,8 @@ def make_train_loop(strategy, step_fn, jit_step):
   return loop
 
 
-def make_device_train_loop(strategy, step_fn, batch_fn, global_step, whole_loop_xla=True):
+def make_device_train_loop(strategy, step_fn, batch_fn, global_step, whole_loop_xla=True,
+                           jit_draw=True):
   """Returns `loop(num_steps)` over device-resident data, for one replica.
 
   Each step draws its batch on the device with `batch_fn(global_step)` (global_step is the
@@ -47,6 +48,7 @@ def make_device_train_loop(strategy, step_fn, batch_fn, global_step, whole_loop_
       False, only `batch_fn` is XLA-compiled and `step_fn` runs as the caller made it, in a
       `tf.range` loop: for convolutions on XLA:CPU, which are slow in a compiled loop (see
       `trainer.strategy.xla_scope`).
+    jit_draw: without `whole_loop_xla`, XLA-compile `batch_fn` (False: no XLA at all).
   """
   if whole_loop_xla:
     @tf.function(jit_compile=True)
@@ -60,7 +62,7 @@ def make_device_train_loop(strategy, step_fn, batch_fn, global_step, whole_loop_
 
     return loop
 
-  draw = tf.function(batch_fn, jit_compile=True)
+  draw = tf.function(batch_fn, jit_compile=True) if jit_draw else batch_fn
 
   @tf.function
   def loop(num_steps):

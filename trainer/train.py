@@ -148,7 +148,7 @@ def _training_input(config, strategy, task, xla, step):
   auto = device-resident input wherever it applies (one replica, a train split that fits in
   memory), else tf.data. Measured on 2 CPU cores (docs/benchmarks.md): the tiny MLP trains
   ~8x faster as one XLA program per loop than with tf.data and a compiled step; the small CNN,
-  run without XLA (see strategy.xla_scope), gains the tf.data threads' share of the cores.
+  run without XLA (see strategy.xla_scope), a few percent.
   """
   batch_fn = None
   if config.input_mode in ("auto", "device"):
@@ -159,7 +159,8 @@ def _training_input(config, strategy, task, xla, step):
   if batch_fn:
     whole = xla == "step"
     loop = loop_lib.make_device_train_loop(strategy, task.train_step, batch_fn,
-                                           task.optimizer.iterations, whole_loop_xla=whole)
+                                           task.optimizer.iterations, whole_loop_xla=whole,
+                                           jit_draw=config.jit_compile)
     return (lambda n: loop(tf.constant(n))), "device (whole loop)" if whole else "device"
   iterator = iter(data.make_train_dataset(config, strategy, start_step=step))
   loop = loop_lib.make_train_loop(strategy, task.train_step, xla == "step")
