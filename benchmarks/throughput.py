@@ -59,6 +59,7 @@ Writes `<out_dir>/throughput.json` and `throughput.md` (the tables of docs/bench
 and prints a table with PASS/FAIL per target.
 """
 
+import functools
 import gc
 import json
 import math
@@ -409,13 +410,13 @@ class Bench:
 
   def variants(self):
     """All variants; the constant-LR twin sits next to the variant it is compared with."""
-    ours_loop = [] if self.whole_loop() else [Variant(
+    ours_loop = [] if self.whole_loop else [Variant(
         "device_loop_xla_spl100", self.ours_device(LOOP, xla="step"),
         "device-resident, the whole loop one XLA program regardless of the model", LOOP)]
     return [
         Variant("ours_spl100", self.ours_device(LOOP),
                 "the trainer's default on one replica: device-resident input, 100 steps per "
-                "call, " + ("the whole loop one XLA program" if self.whole_loop() else
+                "call, " + ("the whole loop one XLA program" if self.whole_loop else
                             "batch draw XLA-compiled, step on TF kernels"), LOOP),
         Variant("ours_const_lr_spl100", self.ours_device(LOOP, constant_lr=True),
                 "ours_spl100 with a constant LR (the peak) instead of the schedule", LOOP),
@@ -442,6 +443,7 @@ class Bench:
                 "breakdown: next() on make_train_dataset in a tf.function loop", LOOP),
     ]
 
+  @functools.cached_property
   def whole_loop(self):
     """Whether the trainer compiles this model's whole loop (strategy.xla_scope == 'step')."""
     from trainer import models
@@ -608,7 +610,8 @@ def bench_model(size, data_dir, repeats, seconds, log, profile="", pair_repeats=
       tf.profiler.experimental.stop()
     log(f"  traced {profile} into {logdir}")
   return {"model": bench.model, "global_batch_size": bench.batch, "limit": limit,
-          "whole_loop_xla": bench.whole_loop(), "schedule": schedule, "variants": res, "ratios": ratios, "breakdown_us": breakdown}
+          "whole_loop_xla": bench.whole_loop, "schedule": schedule, "variants": res,
+          "ratios": ratios, "breakdown_us": breakdown}
 
 
 def bench_scaling(size, data_dir, replica_counts, repeats, seconds, check_steps, log):
@@ -693,10 +696,11 @@ def targets(results):
 
 def format_table(results):
   lines = []
+  settings = results["settings"]
   for size, m in results["models"].items():
     lines.append(f"\n{size} (global batch {m['global_batch_size']}): median of "
-                 f"{results['settings']['repeats']} interleaved repeats (ours, its twin and "
-                 f"the limit: {results['settings']['repeats'] + results['settings']['pair_repeats']})")
+                 f"{settings['repeats']} interleaved repeats (ours, its twin and the limit: "
+                 f"{settings['repeats'] + settings['pair_repeats']})")
     lines.append(f"  {'variant':24s} {'examples/s':>11s} {'us/step':>9s} {'compile s':>9s} "
                  f"{'RSS MB':>7s} {'+MB':>5s}")
     for k, v in m["variants"].items():
