@@ -22,7 +22,7 @@ hits all variants alike) and a variant's throughput is the median over its repea
   device_step_xla_spl100 device-resident batches, each step its own XLA program
   orbit_spl100           Orbit-style: tf.function + tf.range + strategy.run, no XLA, tf.data
   fit_spe{1,100}         keras Model.fit, jit_compile=True, steps_per_execution 1 / 100, the
-                         same batches (data.batch_at) as a tf.data.Dataset
+                         same batches (data.train_dataset_fn) as a tf.data.Dataset
   limit_step_xla         one in-memory batch; tf.range loop calling a jit_compile'd step
   limit_no_xla           one in-memory batch; tf.range loop, no XLA
   limit_loop_xla         one in-memory batch; the whole loop one XLA program
@@ -249,28 +249,14 @@ class Bench:
                                          jit_gradients=xla == "gradients")
     return task, xla
 
-  def _flip(self):
-    from trainer import data
-    return bool(self.config.augment) and self.config.dataset not in data.NO_FLIP
-
   def _plain_dataset(self):
-    """The trainer's in-memory train batches (data.batch_at) as a plain tf.data.Dataset."""
+    """The trainer's train batches (one pipeline, one replica) as a plain tf.data.Dataset."""
     from trainer import data
-    images, labels = data.load_in_memory(self.config, "train")
-    x, y = tf.constant(images), tf.constant(labels)
-    c, flip = self.config, self._flip()
-    ds = tf.data.Dataset.range(0, 2**62).map(
-        lambda e: data.batch_at(e, x, y, c.global_batch_size, c.seed, 0, c.augment, flip),
-        num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return data.train_dataset_fn(self.config)(tf.distribute.InputContext())
 
   def _one_batch(self):
-    from trainer import data
-    images, labels = data.load_in_memory(self.config, "train")
     with tf.device("/cpu:0"):
-      return tuple(tf.identity(t) for t in data.batch_at(
-          0, tf.constant(images), tf.constant(labels), self.batch, self.config.seed, 0,
-          self.config.augment, self._flip()))
+      return tuple(tf.identity(t) for t in next(iter(self._plain_dataset())))
 
   # -- variants -----------------------------------------------------------------------------
 

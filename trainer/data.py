@@ -82,19 +82,26 @@ def make_train_dataset(config, strategy, start_step: int = 0) -> tf.distribute.D
     b = global_batch_size / num_replicas_in_sync.
   """
   _check_batch(config, strategy)
+  return strategy.distribute_datasets_from_function(train_dataset_fn(config, start_step))
+
+
+def train_dataset_fn(config, start_step: int = 0):
+  """The `dataset_fn(input_context)` that `make_train_dataset` distributes.
+
+  Called with `tf.distribute.InputContext()` (one pipeline, one replica) it gives the plain
+  `tf.data.Dataset` of global batches a single-device run trains on, e.g. for `Model.fit`.
+  """
   if isinstance(start_step, bool) or int(start_step) != start_step or start_step < 0:
     raise ValueError(f"start_step must be an integer >= 0, got {start_step!r}")
   start_step = int(start_step)  # also accepts a scalar tensor such as optimizer.iterations
   info = get_dataset_info(config)
   if info.name == "synthetic":
-    return strategy.distribute_datasets_from_function(_synthetic_train_fn(config, info))
+    return _synthetic_train_fn(config, info)
   flip = bool(config.augment) and _base_name(info.name) not in NO_FLIP
   if _fits_in_memory(info):
     images, labels = load_in_memory(config, "train")
-    fn = _in_memory_train_fn(config, images, labels, start_step, flip)
-  else:
-    fn = _streaming_train_fn(config, info, start_step, flip)
-  return strategy.distribute_datasets_from_function(fn)
+    return _in_memory_train_fn(config, images, labels, start_step, flip)
+  return _streaming_train_fn(config, info, start_step, flip)
 
 
 def make_device_batch_fn(config, strategy):
