@@ -25,6 +25,7 @@ STRATEGIES = ("auto", "cpu", "one_device", "mirrored", "multi_worker", "tpu")
 _TPU_ALLOWED = "allowed: 'local' on a Cloud TPU VM, a TPU name, or grpc://host:port"
 _TF_CONFIG_SHAPE = ('{"cluster": {"worker": ["host:port", ...]}, '
                     '"task": {"type": "worker", "index": i}}')
+_TPU_STRATEGIES = (tf.distribute.TPUStrategy, tf.distribute.experimental.TPUStrategy)
 
 
 def setup_cpu_devices(n: int) -> None:
@@ -165,7 +166,7 @@ def jit_replica_step(strategy) -> bool:
   ("`merge_call` called while defining a new graph or a tf.function"); there, jit only the
   function returning `(loss, grads)` and call `apply_gradients` outside it.
   """
-  if isinstance(strategy, (tf.distribute.TPUStrategy, tf.distribute.experimental.TPUStrategy)):
+  if isinstance(strategy, _TPU_STRATEGIES):
     return True
   if isinstance(strategy, (tf.distribute.MirroredStrategy,
                            tf.distribute.MultiWorkerMirroredStrategy)):
@@ -175,7 +176,7 @@ def jit_replica_step(strategy) -> bool:
 
 def on_cpu(strategy) -> bool:
   """Whether the strategy's replicas run on the host CPU (XLA's CPU backend)."""
-  if isinstance(strategy, (tf.distribute.TPUStrategy, tf.distribute.experimental.TPUStrategy)):
+  if isinstance(strategy, _TPU_STRATEGIES):
     return False
   try:
     devices = strategy.extended.worker_devices
@@ -226,7 +227,7 @@ def _class_name(strategy) -> str:
   """The public tf.distribute name (TF's classes behind them have other names)."""
   if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
     return "MultiWorkerMirroredStrategy"  # class CollectiveAllReduceStrategy
-  if isinstance(strategy, (tf.distribute.TPUStrategy, tf.distribute.experimental.TPUStrategy)):
+  if isinstance(strategy, _TPU_STRATEGIES):
     return "TPUStrategy"
   name = type(strategy).__name__
   return "DefaultStrategy" if name.startswith("_Default") else name
