@@ -1,0 +1,41 @@
+"""Input pipelines: any TFDS image-classification dataset, offline `digits`, `synthetic`.
+
+Batch units: `global_batch_size` is summed over all replicas; every replica receives
+per-replica batches of global_batch_size / num_replicas_in_sync examples. Images arrive as
+float32 in [0, 1], labels as int32.
+
+Determinism. A dataset whose train split fits in host memory (at most IN_MEMORY_MAX_BYTES as
+uint8) is loaded once and read by random access: input pipeline p (of P) owns the examples
+p, p + P, p + 2P, ... and reads them as one endless stream, epoch after epoch, each epoch in a
+fresh pseudorandom order keyed by (seed, p, epoch); an example's augmentation is keyed by
+(seed, p, its position in the stream). At global step s a pipeline feeding R local replicas
+draws `batch_at(s, ...)` of R * b examples, a pure function, and deals it out in R consecutive
+slices of b. So the examples and their augmentation at a step depend only on (seed, step,
+dataset, global batch, number of input pipelines), not on how many replicas share them, and
+`make_train_dataset(..., start_step=k)` resumes exactly, with no iterator state in the
+checkpoint.
+
+Bigger datasets stream from the TFDS files (file shuffle + SHUFFLE_BUFFER, seeded). That stream
+is reproducible from step 0 but a resumed run does not replay it: it restarts with a fresh,
+(seed, start_step)-keyed shuffle, so its position is approximate.
+
+Images of variable size (e.g. imagenet2012) are resized to RESIZE_TO (aspect ratio not kept).
+
+Modules: `info` (names, metadata, the cached TFDS builder), `sampling` (which example where),
+`augment` (pixel ops), `in_memory` and `streaming` (the per-pipeline datasets), `pipelines`
+(the public factories), `digits` (the offline builder, registered on import). The constants
+re-exported here are copies: to change one, set it on its own module (e.g. `info`).
+"""
+
+from trainer.data.in_memory import batch_at, load_in_memory
+from trainer.data.info import (IN_MEMORY_MAX_BYTES, NO_FLIP, RESIZE_TO, DatasetInfo,
+                               get_dataset_info)
+from trainer.data.pipelines import (make_device_batch_fn, make_eval_dataset,
+                                    make_train_dataset, train_dataset_fn)
+from trainer.data.sampling import example_indices, shard
+from trainer.data.streaming import SHUFFLE_BUFFER
+
+__all__ = ["DatasetInfo", "get_dataset_info", "train_dataset_fn", "make_train_dataset",
+           "make_eval_dataset", "make_device_batch_fn", "load_in_memory", "batch_at",
+           "example_indices", "shard", "IN_MEMORY_MAX_BYTES", "SHUFFLE_BUFFER", "RESIZE_TO",
+           "NO_FLIP"]

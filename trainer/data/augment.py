@@ -1,0 +1,51 @@
+"""Image ops on uint8 batches: augmentation, resizing to a fixed size, conversion to float.
+
+Owns what happens to an image's pixels between the split and the model: the random
+translation (and flip) of `gather_augmented`, whose draws come from `sampling.example_draws`
+keyed by stream position, the resize of variable-size images, and the uint8 -> float32 [0, 1]
+conversion that every pipeline (tf.data or a compiled loop) must apply bit-identically.
+"""
+
+import tensorflow as tf
+
+from trainer.data import sampling
+
+
+def gather_augmented(images, idx, seed, positions, flip):
+  """images[idx], each randomly translated by up to max(1, H // 8) pixels (zero fill) and,
+  with `flip`, randomly mirrored left-right; the draws are keyed by (seed, positions).
+
+  One gather from the flat split does selection, translation and flip together: on small
+  images this is the input's main cost inside a compiled loop, and pad + crop + reverse ops
+  on the gathered batch cost more (measured: docs/benchmarks.md).
+  """
+  _, h, w, c = images.shape
+  pad = max(1, min(h, w) // 8)
+  draws = sampling.example_draws(seed, positions, 3, 2 * pad + 1)
+  cols = tf.range(w)[None]
+  if flip:
+    cols = tf.where((draws[2] % 2 == 1)[:, None], w - 1 - cols, cols)
+  rows = draws[0][:, None] - pad + tf.range(h)[None]  # [b, h] source rows
+  cols = draws[1][:, None] - pad + cols  # [b, w] source columns
+  inside = (((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :])
+  dtype = tf.int64 if images.shape[0] * h * w >= 2**31 else tf.int32
+  flat = (tf.cast(idx, dtype)[:, None, None] * (h * w)
+          + tf.cast(tf.clip_by_value(rows, 0, h - 1), dtype)[:, :, None] * w
+          + tf.cast(tf.clip_by_value(cols, 0, w - 1), dtype)[:, None, :])
+  x = tf.gather(tf.reshape(images, [-1, c]), flat)  # [b, h, w, c]
+  return tf.where(inside[..., None], x, tf.zeros_like(x))
+
+
+def to_float(images):
+  """uint8 images as float32 in [0, 1]."""
+  # A multiply, not `/ 255`: XLA rewrites the division into this, and the tf.data path and a
+  # compiled loop calling `batch_at` must produce identical bits.
+  return tf.cast(images, tf.float32) * (1.0 / 255.0)
+
+
+def fixed_size(image, shape):
+  """`image` resized (antialiased, rounded back to uint8) to `shape` unless already that size."""
+  if image.shape[:2] == tuple(shape[:2]):
+    return image
+  image = tf.image.resize(image, shape[:2], antialias=True)
+  return tf.ensure_shape(tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8), shape)
