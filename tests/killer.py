@@ -112,47 +112,40 @@ def _install(hook):
   # pylint: disable=g-import-not-at-top
   import tensorflow as tf
   from tensorflow.python.checkpoint import checkpoint_management
-  from trainer import checkpoints, loop, summaries, train
+  from trainer import hooks
   # pylint: enable=g-import-not-at-top
 
   count = [0]
 
-  def wrap(fn):
-    @functools.wraps(fn)
-    def wrapped(*args, **kwargs):
+  def act(position):
+    if position == "before":
       count[0] += 1
-      hit = count[0] == hook["at"]
-      if hit and hook["position"] == "before":
-        _kill_self()
-      if hit and hook["position"] == "during":
-        threading.Timer(hook["delay"], _kill_self).start()
-      result = fn(*args, **kwargs)
-      if hit and hook["position"] == "after":
-        _kill_self()
-      return result
-    return wrapped
-
-  def wrap_loop_factory(factory):
-    @functools.wraps(factory)
-    def make(*args, **kwargs):
-      return wrap(factory(*args, **kwargs))
-    return make
+    if count[0] != hook["at"] or position != (
+        "after" if hook["position"] == "after" else "before"):
+      return
+    if hook["position"] == "during":
+      threading.Timer(hook["delay"], _kill_self).start()
+    else:
+      _kill_self()
 
   event = hook["event"]
-  if event == "loop":
-    loop.make_train_loop = wrap_loop_factory(loop.make_train_loop)
-    loop.make_device_train_loop = wrap_loop_factory(loop.make_device_train_loop)
+  if event in hooks.POINTS:  # the trainer's own named points
+    hooks.install(event, lambda name, position: act(position))
     return
-  owner, name = {
-      "restore": (checkpoints.Checkpointer, "restore_latest"),
-      "write": (train, "_write_atomically"),
-      "eval": (train, "_evaluate"),
-      "save": (checkpoints.Checkpointer, "save"),
-      "commit": (tf.train.CheckpointManager, "_record_state"),
-      "sweep": (checkpoint_management, "_delete_file_if_exists"),
-      "summary": (summaries.Summaries, "write"),
-  }[event]
-  setattr(owner, name, wrap(getattr(owner, name)))
+
+  # Inside TF's CheckpointManager.save: the state-file commit and the old-checkpoint sweep.
+  owner, name = {"commit": (tf.train.CheckpointManager, "_record_state"),
+                 "sweep": (checkpoint_management, "_delete_file_if_exists")}[event]
+  original = getattr(owner, name)
+
+  @functools.wraps(original)
+  def wrapped(*args, **kwargs):
+    act("before")
+    result = original(*args, **kwargs)
+    act("after")
+    return result
+
+  setattr(owner, name, wrapped)
 
 
 def _flag(args, name):

@@ -52,7 +52,7 @@ def cpu():
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
   path = str(tmp_path_factory.mktemp("tfds"))
-  data.get_dataset_info(config_for(path))  # prepares the digits once
+  data.get_dataset_info("digits", path)  # prepares the digits once
   return path
 
 

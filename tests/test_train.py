@@ -221,7 +221,7 @@ def test_tfds_names_end_to_end_on_mock_data(tmp_path, name, shape):
                  steps_per_loop=2, eval_every=0, checkpoint_every=0, global_batch_size=8,
                  **{"schedule.warmup_steps": 1, "schedule.hold": 0})
   with tfds_mock.prepared(name, tmp_path / "tfds", num_examples=40):
-    assert data.get_dataset_info(config).image_shape == shape
+    assert data.get_dataset_info(config.dataset, config.data_dir).image_shape == shape
     result = train.train_and_evaluate(config, str(tmp_path / "w"), mirrored(2))
   assert result["step"] == 4
   blob = json.load(open(tmp_path / "w" / "config.json"))

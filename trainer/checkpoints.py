@@ -22,6 +22,7 @@ import re
 import tensorflow as tf
 from absl import logging
 
+from trainer import hooks
 from trainer import strategy as strategy_lib
 from trainer.errors import CheckpointError
 
@@ -55,6 +56,10 @@ class Checkpointer:
     Raises:
       CheckpointError: checkpoints were committed but none of them is readable.
     """
+    with hooks.point("restore"):
+      return self._restore_latest()
+
+  def _restore_latest(self):
     candidates, committed = self._candidates()
     problems = []
     for number, path in candidates:
@@ -102,7 +107,8 @@ class Checkpointer:
         and the previous checkpoint is still the latest.
     """
     try:
-      path = self._manager.save(checkpoint_number=step)
+      with hooks.point("save"):
+        path = self._manager.save(checkpoint_number=step)
     except (tf.errors.OpError, OSError) as e:
       raise self._write_failed(step, e) from e
     if not self._chief:

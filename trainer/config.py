@@ -9,16 +9,13 @@ import contextlib
 import dataclasses
 import importlib.util
 import json
-import math
 
 import ml_collections
 
-from trainer import schedules
+from trainer import schedules, validate
+from trainer.choices import INPUT_MODES, OPTIMIZERS, PRECISIONS
 from trainer.errors import ConfigError
 
-OPTIMIZERS = ("adamw", "adam", "sgd")
-PRECISIONS = ("auto", "float32", "bfloat16", "mixed_float16")
-INPUT_MODES = ("auto", "tf.data", "device")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,25 +51,15 @@ def load(path):
 
 
 def _int(config, field, minimum):
-  value = _get(config, field)
-  if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-    raise ConfigError(f"{field}: must be an integer >= {minimum}, got {value!r}")
-  return value
+  return validate.integer(field, _get(config, field), minimum)
 
 
 def _choice(config, field, allowed):
-  value = _get(config, field)
-  if value not in allowed:
-    raise ConfigError(f"{field}: unknown {value!r}; allowed: {', '.join(allowed)}")
-  return value
+  return validate.choice(field, _get(config, field), allowed)
 
 
 def _number(config, field, minimum=0.0):
-  value = _get(config, field)
-  if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-      math.isfinite(value) and value >= minimum):
-    raise ConfigError(f"{field}: must be a finite number >= {minimum}, got {value!r}")
-  return float(value)
+  return validate.number(field, _get(config, field), minimum)
 
 
 def _get(config, field):
@@ -82,12 +69,16 @@ def _get(config, field):
 
 
 def check(config):
-  """Checks every field that needs no dataset or strategy. Raises ConfigError."""
-  from trainer import models  # pylint: disable=g-import-not-at-top
+  """Checks every field that needs no dataset, strategy or model registry. Raises ConfigError.
+
+  The model name is checked where it is looked up (`models.get_builder`), the dataset where it
+  is opened (`data.get_dataset_info`), both before anything is written.
+  """
   if not isinstance(config.dataset, str) or not config.dataset:
     raise ConfigError(f"dataset: must be a TFDS name, 'digits' or 'synthetic', "
                       f"got {config.dataset!r}")
-  _choice(config, "model", models.MODELS)
+  if not isinstance(config.model, str) or not config.model:
+    raise ConfigError(f"model: must be a model name, got {config.model!r}")
   _int(config, "global_batch_size", 1)
   total = _int(config, "total_steps", 0)
   if total == 0 and not _number(config, "num_epochs") > 0:

@@ -1,12 +1,16 @@
-"""The compiled inner loops. They know a step function and a strategy, nothing else.
+"""The compiled inner loops, and the `Trainer` that runs them (it owns `strategy.run`).
 
-`train_loop(iterator, num_steps)` runs `num_steps` global steps in one `tf.function`: a
-`tf.range` loop around `strategy.run(step)`, so Python runs once per call, not per step, and
-the learning-rate schedule, evaluated inside the optimizer at `optimizer.iterations`, still
-moves every step. Nothing in here reads a value back to the host.
+`make_train_loop(...)(iterator, num_steps)` runs `num_steps` global steps in one
+`tf.function`: a `tf.range` loop around `strategy.run(step)`, so Python runs once per call, not
+per step, and the learning-rate schedule, evaluated inside the optimizer at
+`optimizer.iterations`, still moves every step. `num_steps` is a tensor, so a loop cut short
+reuses the same trace. Nothing in a loop reads a value back to the host; `Trainer` reads the
+metric sums once per call, after the loop.
 """
 
 import tensorflow as tf
+
+from trainer import hooks
 
 
 def make_train_loop(strategy, step_fn, jit_step):
@@ -15,15 +19,13 @@ def make_train_loop(strategy, step_fn, jit_step):
   Args:
     strategy: the tf.distribute strategy the iterator and the variables belong to.
     step_fn: one replica's share of a global step; takes one per-replica batch.
-    jit_step: XLA-compile `step_fn` as one cluster (including the optimizer update).
-      Pass False where the strategy's all-reduce cannot be compiled (see
-      `trainer.strategy.jit_replica_step`).
+    jit_step: XLA-compile `step_fn` as one cluster, optimizer update included
+      (`CompilePlan.step`).
   """
   step = tf.function(step_fn, jit_compile=True) if jit_step else step_fn
 
   @tf.function
   def loop(iterator, num_steps):
-    # num_steps is a tensor, so a short last loop reuses the same trace.
     for _ in tf.range(num_steps):
       strategy.run(step, args=(next(iterator),))
 
@@ -44,11 +46,9 @@ def make_device_train_loop(strategy, step_fn, batch_fn, global_step, whole_loop_
     batch_fn: global step (int64) -> batch, XLA-compilable (`data.make_device_batch_fn`).
     global_step: the variable counting global steps (`optimizer.iterations`).
     whole_loop_xla: compile all `num_steps` steps, batch draws included, as one XLA program
-      (for small models this removes the per-step dispatch that otherwise dominates). If
-      False, only `batch_fn` is XLA-compiled and `step_fn` runs as the caller made it, in a
-      `tf.range` loop: for convolutions on XLA:CPU, which are slow in a compiled loop (see
-      `trainer.strategy.xla_scope`).
-    jit_draw: without `whole_loop_xla`, XLA-compile `batch_fn` (False: no XLA at all).
+      (`CompilePlan.whole_loop`). If False, `step_fn` runs as the caller made it, in a
+      `tf.range` loop.
+    jit_draw: without `whole_loop_xla`, XLA-compile `batch_fn` (`CompilePlan.draw`).
   """
   if whole_loop_xla:
     @tf.function(jit_compile=True)
@@ -82,3 +82,55 @@ def make_eval_loop(strategy, step_fn, jit_step):
       strategy.run(step, args=(batch,))
 
   return loop
+
+
+class Trainer:
+  """Runs global steps and eval passes of a task, as its `CompilePlan` says.
+
+  Build it with `trainer.build.make_trainer`. Every method is called at a loop boundary, in the
+  cross-replica context.
+
+  Args:
+    strategy: the run's strategy.
+    task: the task (`train_step`, `eval_step`, sums, `optimizer.iterations`).
+    compile_plan: a `compile_plan.CompilePlan`.
+    eval_dataset: a distributed dataset, one pass of the held-out split.
+    batch_fn: with device-resident input, global step -> batch.
+    iterator: otherwise, the distributed training iterator.
+  """
+
+  def __init__(self, strategy, task, compile_plan, eval_dataset, *, batch_fn=None,
+               iterator=None):
+    self.task = task
+    self._eval_dataset = eval_dataset
+    if compile_plan.device_input:
+      loop = make_device_train_loop(strategy, task.train_step, batch_fn,
+                                    task.optimizer.iterations,
+                                    whole_loop_xla=compile_plan.whole_loop,
+                                    jit_draw=compile_plan.draw)
+      self._run = lambda n: loop(tf.constant(n))
+    else:
+      loop = make_train_loop(strategy, task.train_step, compile_plan.step)
+      self._run = lambda n: loop(iterator, tf.constant(n))
+    self._eval_loop = make_eval_loop(strategy, task.eval_step, compile_plan.step)
+
+  def global_step(self) -> int:
+    return int(self.task.optimizer.iterations.numpy())  # int() alone fails on mirrored vars
+
+  def train(self, num_steps) -> dict:
+    """Runs `num_steps` global steps; returns their mean train metrics (a host read)."""
+    self.task.train_sums.reset()
+    with hooks.point("loop"):
+      self._run(num_steps)
+    return _floats(self.task.train_sums.result())
+
+  def evaluate(self) -> dict:
+    """One pass over the eval split; returns its metrics."""
+    with hooks.point("eval"):
+      self.task.eval_sums.reset()
+      self._eval_loop(self._eval_dataset)
+      return _floats(self.task.eval_sums.result())
+
+
+def _floats(sums):
+  return {k: float(v) for k, v in sums.items() if k != "examples"}

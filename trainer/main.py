@@ -14,20 +14,19 @@ intact: fix the storage and run the same command to resume).
 
 import datetime
 import os
-import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 import configs
-from trainer.errors import CheckpointError, ConfigError, NonFiniteLossError
-
-_STRATEGIES = ("auto", "cpu", "one_device", "mirrored", "multi_worker", "tpu")
+from trainer import errors
+from trainer.choices import STRATEGIES
+from trainer.errors import ConfigError
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", "", "Run directory (local or gs://); default runs/<time>. "
                     "An existing one is resumed from its latest checkpoint.")
-flags.DEFINE_string("strategy", "auto", f"One of {', '.join(_STRATEGIES)}.")
+flags.DEFINE_string("strategy", "auto", f"One of {', '.join(STRATEGIES)}.")
 flags.DEFINE_string("tpu", "", "With --strategy=tpu/auto: 'local' (on a TPU VM), a TPU name, "
                     "or grpc://HOST:PORT.")
 flags.DEFINE_integer("cpu_devices", 0, "Split the host CPU into N logical devices first, so "
@@ -35,16 +34,13 @@ flags.DEFINE_integer("cpu_devices", 0, "Split the host CPU into N logical device
 flags.DEFINE_bool("allow_config_change", False, "Resume a workdir even though the config "
                   "differs from its config.json in fields that change the run.")
 
-EXIT_CONFIG, EXIT_NONFINITE, EXIT_CHECKPOINT = 2, 3, 5
-
 
 def _parse_flags(argv):
   """absl's parser, but a bad flag is one line and exit status 2, like every user mistake."""
   for arg in argv[1:]:
     if arg.startswith("--config=") and not os.path.isfile(arg.split("=", 1)[1]):
-      sys.stderr.write(f"error: config: no such file {arg.split('=', 1)[1]!r}; give a "
-                       f"configs/*.py file\n")
-      sys.exit(EXIT_CONFIG)
+      errors.exit_with(ConfigError(f"config: no such file {arg.split('=', 1)[1]!r}; give a "
+                                   f"configs/*.py file"))
   try:
     # Defined here, not at import: ml_collections loads the config file and registers the
     # --config.FIELD overrides while defining the flag, and those can fail too.
@@ -62,8 +58,7 @@ def _parse_flags(argv):
     message = f"config: no such field {field!r}; see the config file for the fields it has"
   except (OSError, SyntaxError, ImportError) as e:  # --config=FILE that does not load
     message = f"config: cannot load the config file: {str(e).splitlines()[0]}"
-  sys.stderr.write(f"error: {message}\n")
-  sys.exit(EXIT_CONFIG)
+  errors.exit_with(ConfigError(message))
 
 
 def main(argv):
@@ -71,24 +66,14 @@ def main(argv):
     raise ConfigError(f"unexpected arguments {argv[1:]}; flags look like --name=value")
   # Imported here so --help and flag errors do not wait for TensorFlow.
   from trainer import strategy as strategy_lib  # pylint: disable=g-import-not-at-top
-  from trainer import preemption, train  # pylint: disable=g-import-not-at-top
+  from trainer import train  # pylint: disable=g-import-not-at-top
   if FLAGS.cpu_devices:
     strategy_lib.setup_cpu_devices(FLAGS.cpu_devices)
   strategy = strategy_lib.get_strategy(FLAGS.strategy, FLAGS.tpu)
   workdir = FLAGS.workdir or os.path.join(
       "runs", datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
-  try:
-    result = train.train_and_evaluate(FLAGS.config, workdir, strategy,
-                                      allow_config_change=FLAGS.allow_config_change)
-  except NonFiniteLossError as e:
-    sys.stderr.write(f"error: {e}\n")
-    sys.exit(EXIT_NONFINITE)
-  except CheckpointError as e:
-    sys.stderr.write(f"error: {e}\n")
-    sys.exit(EXIT_CHECKPOINT)
-  except preemption.Preempted as e:
-    sys.stderr.write(f"{e}\n")
-    sys.exit(preemption.EXIT_PREEMPTED)
+  result = train.train_and_evaluate(FLAGS.config, workdir, strategy,
+                                    allow_config_change=FLAGS.allow_config_change)
   if strategy_lib.is_chief(strategy):
     print(f"step {result['step']}: eval accuracy {result['accuracy']:.4f}, "
           f"loss {result['loss']:.4f}")
@@ -97,8 +82,7 @@ def main(argv):
 
 
 def run():
-  from trainer.errors import exit_on_config_error  # pylint: disable=g-import-not-at-top
-  app.run(exit_on_config_error(main), flags_parser=_parse_flags)
+  app.run(errors.exit_on_error(main), flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":

@@ -15,8 +15,7 @@ a side shorter than 32 is first upsampled (bilinear `Resizing`) to 32; larger si
 Weights are always randomly initialised: no pretrained weights are downloaded.
 """
 
-import numpy as np
-
+from trainer import validate
 from trainer.compat import keras
 from trainer.errors import ConfigError
 
@@ -25,23 +24,19 @@ MODELS = ("small_cnn", "mlp", "resnet50", "efficientnetv2b0")
 _MIN_APPLICATION_SIDE = 32
 
 
-def _check_num_classes(num_classes):
-  if (isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer))
-      or num_classes < 2):
-    raise ConfigError(f"num_classes: must be an integer >= 2, got {num_classes!r}")
-  return int(num_classes)
-
-
 def _check_image_shape(image_shape):
   try:
     dims = tuple(image_shape)
   except TypeError:
     dims = ()
-  if (len(dims) != 3 or any(isinstance(d, bool) or not isinstance(d, (int, np.integer))
-                            for d in dims) or min(dims) < 1):
+  if len(dims) != 3:
     raise ConfigError("image_shape: must be 3 positive integers (height, width, channels), "
                       f"got {image_shape!r}")
-  return tuple(int(d) for d in dims)
+  try:
+    return tuple(validate.integer("image_shape", d, 1) for d in dims)
+  except ConfigError:
+    raise ConfigError("image_shape: must be 3 positive integers (height, width, channels), "
+                      f"got {image_shape!r}") from None
 
 
 def _logits(num_classes, x):
@@ -88,6 +83,25 @@ def _application(name, constructor, **kwargs):
   return build
 
 
+def _efficientnetv2b0(inputs, num_classes):
+  # Its built-in preprocessing expects [0, 255] pixels (it rescales by 1/255, then normalises
+  # with ImageNet mean/std); our inputs are already in [0, 1], and with random weights the
+  # stem's BatchNorm absorbs the remaining scale.
+  return _application("efficientnetv2b0", "EfficientNetV2B0",
+                      include_preprocessing=False)(inputs, num_classes)
+
+
+_BODIES = {"small_cnn": _small_cnn, "mlp": _mlp,
+           "resnet50": lambda inputs, n: _application("resnet50", "ResNet50")(inputs, n),
+           "efficientnetv2b0": _efficientnetv2b0}
+assert tuple(_BODIES) == MODELS
+
+
+def check_name(name):
+  """Returns `name` if it is a model this registry builds; else ConfigError naming the field."""
+  return validate.choice("model", name, MODELS)
+
+
 def build_model(name, num_classes, image_shape):
   """Builds a classifier by name. Call it inside `strategy.scope()`.
 
@@ -103,20 +117,8 @@ def build_model(name, num_classes, image_shape):
   Raises:
     ConfigError: for an unknown or unavailable model name, or a bad num_classes/image_shape.
   """
-  if name == "small_cnn":
-    body = _small_cnn
-  elif name == "mlp":
-    body = _mlp
-  elif name == "resnet50":
-    body = _application(name, "ResNet50")
-  elif name == "efficientnetv2b0":
-    # Its built-in preprocessing expects [0, 255] pixels (it rescales by 1/255, then
-    # normalises with ImageNet mean/std); our inputs are already in [0, 1], and with random
-    # weights the stem's BatchNorm absorbs the remaining scale.
-    body = _application(name, "EfficientNetV2B0", include_preprocessing=False)
-  else:
-    raise ConfigError(f"model: unknown {name!r}; allowed: {', '.join(MODELS)}")
-  num_classes = _check_num_classes(num_classes)
+  body = _BODIES[check_name(name)]
+  num_classes = validate.integer("num_classes", num_classes, 2)
   image_shape = _check_image_shape(image_shape)
   inputs = keras.Input(shape=image_shape, dtype="float32", name="images")
   return keras.Model(inputs, body(inputs, num_classes), name=name)
@@ -125,7 +127,7 @@ def build_model(name, num_classes, image_shape):
 def has_convolutions(model) -> bool:
   """Whether the model has convolution kernels (trainable variables of rank >= 3).
 
-  Decides what XLA compiles on the CPU (`trainer.strategy.xla_scope`). Dense kernels are
+  Decides what XLA compiles on the CPU (`trainer.compile_plan`). Dense kernels are
   rank 2, biases and normalisation scales rank 1; Conv1D/2D/3D and depthwise kernels are
   rank 3 to 5.
   """

@@ -1,27 +1,41 @@
-r"""Plot a warmup + cosine schedule to a PNG.
+r"""Plot a warmup + cosine schedule, or a run's training curves, to a PNG.
 
   python -m trainer.plot --total_steps=10000 --warmup_steps=500 --hold=1000 \
       --target_lr=3e-3 --out=schedule.png
   python -m trainer.plot --config=configs/default.py --out=schedule.png
+  python -m trainer.plot --workdir=runs/a --workdir=runs/b --out=curves.png
 
 With --config, the schedule is the one that config trains with (durations resolved to global
 steps exactly as trainer.main resolves them) and the explicit schedule flags are ignored.
+With --workdir (repeatable), the runs' TensorBoard histories are drawn against global steps.
+
+Figures are made with matplotlib's object API (`Figure` + the Agg canvas), so importing this
+module never switches the plotting backend of the caller (a notebook, say).
 """
 
 import io
+import os
 
-import matplotlib
+from absl import app, flags
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+import numpy as np
+import tensorflow as tf
 
-matplotlib.use("Agg")  # headless: no display on TPU VMs and CI
-import matplotlib.pyplot as plt  # noqa: E402  pylint: disable=g-import-not-at-top
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from absl import app, flags  # noqa: E402
-
-from trainer import schedules  # noqa: E402
-from trainer.errors import exit_on_config_error  # noqa: E402
+from trainer import schedules, summaries
+from trainer.errors import ConfigError, exit_on_error
 
 _PHASE_COLOURS = {"warmup": "#fde0c5", "hold": "#d7ecd9", "decay": "#dbe4f3"}
+# Panels of a run's picture: (split, tag) pairs drawn on one axis each.
+_CURVES = (("loss", (("train", "loss"), ("eval", "loss"))),
+           ("accuracy", (("train", "accuracy"), ("eval", "accuracy"))),
+           ("learning rate", (("train", "learning_rate"),)))
+
+
+def _figure(width, height):
+  fig = Figure(figsize=(width, height), dpi=100)
+  FigureCanvasAgg(fig)
+  return fig
 
 
 def plot_schedule(total_steps, warmup_steps=0, hold=0, start_lr=0.0, target_lr=1e-3,
@@ -31,7 +45,7 @@ def plot_schedule(total_steps, warmup_steps=0, hold=0, start_lr=0.0, target_lr=1
   Args:
     total_steps, warmup_steps, hold, start_lr, target_lr, final_lr: as in
       `trainer.schedules.lr_warmup_cosine_decay` (durations in global steps).
-    path: if given, the figure is written there as PNG (any path matplotlib can write).
+    path: if given, the figure is written there as PNG (any path tf.io.gfile can write).
     title: optional title; by default the parameters.
 
   Returns:
@@ -41,7 +55,8 @@ def plot_schedule(total_steps, warmup_steps=0, hold=0, start_lr=0.0, target_lr=1
                                         final_lr)
   steps = np.unique(np.concatenate([np.linspace(0, t, 1000).round(), [w, w + h, t]]))
   lrs = schedules.lr_warmup_cosine_decay(steps, w, h, t, a, b, f)
-  fig, ax = plt.subplots(figsize=(8, 4), dpi=100)
+  fig = _figure(8, 4)
+  ax = fig.add_subplot()
   for name, lo, hi in (("warmup", 0, w), ("hold", w, w + h), ("decay", w + h, t)):
     if hi > lo:
       ax.axvspan(lo, hi, color=_PHASE_COLOURS[name], label=f"{name} ({hi - lo} steps)")
@@ -55,8 +70,47 @@ def plot_schedule(total_steps, warmup_steps=0, hold=0, start_lr=0.0, target_lr=1
   ax.legend(loc="upper right", fontsize="small")
   fig.tight_layout()
   if path:
-    with tf.io.gfile.GFile(path, "wb") as f:  # gs:// too
-      f.write(render_png(fig))
+    _write(path, fig)
+  return fig
+
+
+def plot_runs(workdirs, path=None, labels=None):
+  """Draws the TensorBoard histories of one or more runs against global steps.
+
+  Args:
+    workdirs: run directories (local or gs://).
+    path: if given, the figure is written there as PNG.
+    labels: one legend name per workdir (default: the directory names).
+
+  Returns:
+    The matplotlib Figure: one panel each for loss, accuracy and learning rate.
+
+  Raises:
+    ConfigError: a workdir has no TensorBoard history.
+  """
+  labels = labels or [os.path.basename(os.path.normpath(w)) for w in workdirs]
+  fig = _figure(12, 3.6)
+  axes = fig.subplots(1, len(_CURVES))
+  for workdir, label in zip(workdirs, labels):
+    if not summaries.read_scalars(workdir, "train", "loss"):
+      raise ConfigError(f"workdir: {workdir!r} has no training history (no "
+                        f"{os.path.join(workdir, 'train')} events); give a run's workdir")
+    for ax, (_, series) in zip(axes, _CURVES):
+      for split, tag in series:
+        points = summaries.read_scalars(workdir, split, tag)
+        if points:
+          ax.plot(list(points), list(points.values()), marker="." if split == "eval" else None,
+                  linestyle="--" if split == "eval" else "-",
+                  label=f"{label} {split}" if len(series) > 1 else label)
+  for ax, (title, _) in zip(axes, _CURVES):
+    ax.set_title(title)
+    ax.set_xlabel("global step")
+    ax.grid(alpha=0.3)
+    if ax.get_lines():
+      ax.legend(fontsize="small")
+  fig.tight_layout()
+  if path:
+    _write(path, fig)
   return fig
 
 
@@ -64,8 +118,12 @@ def render_png(fig):
   """The figure as PNG bytes."""
   buf = io.BytesIO()
   fig.savefig(buf, format="png")
-  plt.close(fig)
   return buf.getvalue()
+
+
+def _write(path, fig):
+  with tf.io.gfile.GFile(path, "wb") as f:  # gs:// too
+    f.write(render_png(fig))
 
 
 def _config_schedule(path):
@@ -75,7 +133,7 @@ def _config_schedule(path):
   examples = 1  # only epoch-based durations need the dataset's size
   if not config.total_steps or config.schedule.warmup_epochs:
     from trainer import data  # pylint: disable=g-import-not-at-top
-    examples = data.get_dataset_info(config).num_train_examples
+    examples = data.get_dataset_info(config.dataset, config.data_dir).num_train_examples
   return config_lib.resolve(config, examples, num_replicas=1).schedule_kwargs()
 
 
@@ -91,20 +149,25 @@ def _define_flags():
   flags.DEFINE_float("target_lr", 1e-3, "Peak learning rate.")
   flags.DEFINE_float("final_lr", 0.0, "Learning rate at and after total_steps.")
   flags.DEFINE_string("config", None, "A configs/*.py file; replaces the flags above.")
+  flags.DEFINE_multi_string("workdir", [], "A run's workdir (repeat to overlay runs): draw "
+                            "its training curves instead of a schedule.")
   flags.DEFINE_string("out", "schedule.png", "Where to write the PNG.")
 
 
 def main(argv):
   del argv
-  kwargs = dict(total_steps=FLAGS.total_steps, warmup_steps=FLAGS.warmup_steps,
-                hold=FLAGS.hold, start_lr=FLAGS.start_lr, target_lr=FLAGS.target_lr,
-                final_lr=FLAGS.final_lr)
-  if FLAGS.config:
-    kwargs = _config_schedule(FLAGS.config)
-  plot_schedule(**kwargs, path=FLAGS.out)
+  if FLAGS.workdir:
+    plot_runs(FLAGS.workdir, path=FLAGS.out)
+  else:
+    kwargs = dict(total_steps=FLAGS.total_steps, warmup_steps=FLAGS.warmup_steps,
+                  hold=FLAGS.hold, start_lr=FLAGS.start_lr, target_lr=FLAGS.target_lr,
+                  final_lr=FLAGS.final_lr)
+    if FLAGS.config:
+      kwargs = _config_schedule(FLAGS.config)
+    plot_schedule(**kwargs, path=FLAGS.out)
   print(f"wrote {FLAGS.out}")
 
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(exit_on_config_error(main))
+  app.run(exit_on_error(main))

@@ -1,9 +1,9 @@
 """Preemption: SIGTERM asks the run to checkpoint at the next loop boundary and stop.
 
 Spot/preemptible VMs and Cloud TPU maintenance send SIGTERM with a grace period. The handler
-only sets a flag; the outer loop checks it between host calls, saves a checkpoint, and
-`trainer.main` exits with EXIT_PREEMPTED so a supervisor knows to rerun (and resume). On
-multi-worker runs the workers agree (any worker signalled stops all of them at the same step),
+only sets a flag; the outer loop checks it between host calls, saves a checkpoint, and the
+run ends with `errors.Preempted` (exit status 4) so a supervisor knows to rerun (and resume).
+On multi-worker runs the workers agree (any worker signalled stops all of them at the same step),
 because a worker that stopped alone would leave the others waiting in a collective.
 """
 
@@ -12,17 +12,6 @@ import threading
 
 import tensorflow as tf
 from absl import logging
-
-EXIT_PREEMPTED = 4
-
-
-class Preempted(Exception):
-  """Training stopped on SIGTERM after checkpointing global step `step`."""
-
-  def __init__(self, step):
-    super().__init__(f"preempted (SIGTERM): checkpoint written at global step {step}; "
-                     f"run the same command again to resume")
-    self.step = step
 
 
 class Watcher:

@@ -1,4 +1,4 @@
-"""Before a run touches its workdir: may this config resume it, and can we write there?
+"""Before a run touches its workdir: may this config resume it?
 
 `workdir/config.json` records the config and plan a run started with. Resuming under a
 config that changes what is being trained (model, data, schedule, batch, seed, optimizer,
@@ -12,7 +12,6 @@ run, while a longer or shorter `total_steps` is a different cosine and is refuse
 
 import json
 import os
-import tempfile
 
 import tensorflow as tf
 from absl import logging
@@ -33,11 +32,7 @@ _PLAN_FIELDS = {"total_steps": "total_steps", "warmup_steps": "schedule.warmup_s
 
 
 def check(workdir, config, plan, allow_config_change=False):
-  """Raises ConfigError if `config` may not resume `workdir`, or `workdir` is not writable.
-
-  Reads only, except for a probe file created and deleted in the workdir (or in the
-  directory that would hold it) on local disks, where `os.access` can say yes to a
-  directory that refuses writes (root, NFS root_squash, /proc).
+  """Raises ConfigError if `config` may not resume `workdir`. Reads only.
 
   Args:
     workdir: the run's directory; a missing one or one without config.json is a fresh run.
@@ -46,7 +41,6 @@ def check(workdir, config, plan, allow_config_change=False):
     allow_config_change: resume even if fields outside SAFE_FIELDS differ (logged).
   """
   _check_compatible(workdir, config, plan, allow_config_change)
-  _probe_writable(workdir)
 
 
 def differences(saved, config, plan):
@@ -120,21 +114,3 @@ def _check_compatible(workdir, config, plan, allow_config_change):
       f"{listed}; that would train a different run from its checkpoint. Use the values in "
       f"{path}, a new workdir, or --allow_config_change (free to change: "
       f"{', '.join(SAFE_FIELDS)})")
-
-
-def _probe_writable(workdir):
-  if "://" in workdir:
-    return
-  where = os.path.abspath(workdir)
-  while not os.path.exists(where):
-    where = os.path.dirname(where)
-  if not os.path.isdir(where):
-    raise ConfigError(f"workdir: {workdir!r} cannot be created: {where!r} is a file; give a "
-                      f"directory")
-  try:
-    fd, probe = tempfile.mkstemp(prefix=".trainer-write-probe-", dir=where)
-    os.close(fd)
-    os.remove(probe)
-  except OSError as e:
-    raise ConfigError(f"workdir: {workdir!r} is not writable ({e.strerror} in {where!r}); "
-                      f"give a directory you can write to") from None

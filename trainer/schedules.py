@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from trainer.compat import keras
+from trainer import validate as validate_lib
 from trainer.errors import ConfigError
 
 
@@ -28,21 +29,11 @@ _MAX_STEPS = 2**62  # optimizer.iterations is an int64
 
 
 def _check_int(name, value, minimum):
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer, float, np.floating)):
-    raise ConfigError(f"{name}: must be an integer >= {minimum}, got {value!r}")
-  if not float(value).is_integer() or value < minimum:
-    raise ConfigError(f"{name}: must be an integer >= {minimum}, got {value!r}")
-  return int(value)
+  return validate_lib.integer(name, value, minimum, integral_floats=True)
 
 
 def _check_lr(name, value, positive):
-  bound = "> 0" if positive else ">= 0"
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer, float, np.floating)):
-    raise ConfigError(f"{name}: must be a finite number {bound}, got {value!r}")
-  value = float(value)
-  if not math.isfinite(value) or value < 0 or (positive and value == 0):
-    raise ConfigError(f"{name}: must be a finite number {bound}, got {value!r}")
-  return value
+  return validate_lib.number(name, value, 0, positive=positive)
 
 
 def validate(warmup_steps, hold, total_steps, start_lr, target_lr, final_lr):

@@ -1,31 +1,28 @@
-"""Picks the `tf.distribute.Strategy` a run trains under, and answers what it allows.
+"""Picks the `tf.distribute.Strategy` a run trains under, and says where this process writes.
 
-`get_strategy(name, tpu=...)` builds one of `STRATEGIES`; `is_chief`/`write_dir` say where
-this process may write; `jit_replica_step` says whether the loop may XLA-compile a whole
-replica step; `describe` is the line for the logs. User mistakes (unknown name, no TPU,
-bad TF_CONFIG) raise `ConfigError` with one line; nothing here hangs waiting for a TPU.
+`get_strategy(name, tpu=...)` builds one of `choices.STRATEGIES` (TPUs through `trainer.tpu`);
+`is_chief`/`write_dir` say where this process may write; `describe` is the line for the logs.
+User mistakes (unknown name, no TPU, bad TF_CONFIG) raise `ConfigError` with one line. What
+XLA may compile under a strategy is `trainer.compile_plan`'s business.
 """
 
-import glob
 import hashlib
-import importlib.util
 import json
 import os
-import socket
 import tempfile
-import urllib.parse
 
 from absl import logging
 import tensorflow as tf
 
+from trainer import tpu as tpu_lib
+from trainer import validate
+from trainer.choices import STRATEGIES
 from trainer.errors import ConfigError
 
-STRATEGIES = ("auto", "cpu", "one_device", "mirrored", "multi_worker", "tpu")
 
-_TPU_ALLOWED = "allowed: 'local' on a Cloud TPU VM, a TPU name, or grpc://host:port"
 _TF_CONFIG_SHAPE = ('{"cluster": {"worker": ["host:port", ...]}, '
                     '"task": {"type": "worker", "index": i}}')
-_TPU_STRATEGIES = (tf.distribute.TPUStrategy, tf.distribute.experimental.TPUStrategy)
+TPU_STRATEGIES = (tf.distribute.TPUStrategy, tf.distribute.experimental.TPUStrategy)
 
 
 def setup_cpu_devices(n: int) -> None:
@@ -40,8 +37,7 @@ def setup_cpu_devices(n: int) -> None:
   Raises:
     ConfigError: if `n` < 1, or the runtime already started with a different count.
   """
-  if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-    raise ConfigError(f"cpu_devices: must be an integer >= 1; got {n!r}")
+  validate.integer("cpu_devices", n, 1)
   cpu = tf.config.list_physical_devices("CPU")[0]
   try:
     tf.config.set_logical_device_configuration(
@@ -85,12 +81,11 @@ def get_strategy(name: str, tpu: str = "", *, tpu_resolver_cls=None) -> tf.distr
   Raises:
     ConfigError: unknown `name`, no TPU reachable, or a missing/invalid TF_CONFIG.
   """
-  if name not in STRATEGIES:
-    raise ConfigError(f"strategy: unknown {name!r}; allowed: {', '.join(STRATEGIES)}")
+  validate.choice("strategy", name, STRATEGIES)
   if tpu and name not in ("tpu", "auto"):
     logging.warning("--tpu=%s is ignored with --strategy=%s", tpu, name)
   if name == "auto":
-    if tpu not in ("", "local") or _local_tpu_problem() is None:
+    if tpu not in ("", "local") or tpu_lib.local_tpu_problem() is None:
       name = "tpu"
     else:
       gpus = tf.config.list_logical_devices("GPU")
@@ -114,7 +109,7 @@ def get_strategy(name: str, tpu: str = "", *, tpu_resolver_cls=None) -> tf.distr
     options = tf.distribute.experimental.CommunicationOptions(
         implementation=tf.distribute.experimental.CommunicationImplementation.AUTO)
     return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
-  return _tpu_strategy(tpu or "local", tpu_resolver_cls)
+  return tpu_lib.tpu_strategy(tpu or "local", tpu_resolver_cls)
 
 
 def is_chief(strategy) -> bool:
@@ -156,52 +151,6 @@ def cleanup_write_dir(workdir: str, strategy) -> None:
     tf.io.gfile.rmtree(path)
 
 
-def jit_replica_step(strategy) -> bool:
-  """Whether the loop may XLA-compile a whole replica step, optimizer update included.
-
-  True for single-replica strategies (OneDevice, the default) and for TPUStrategy, whose
-  `strategy.run` body is compiled whole anyway. False for MirroredStrategy and
-  MultiWorkerMirroredStrategy (even with one replica): Keras' `apply_gradients` all-reduces
-  via `merge_call`, which fails inside a nested `tf.function(jit_compile=True)`
-  ("`merge_call` called while defining a new graph or a tf.function"); there, jit only the
-  function returning `(loss, grads)` and call `apply_gradients` outside it.
-  """
-  if isinstance(strategy, _TPU_STRATEGIES):
-    return True
-  if isinstance(strategy, (tf.distribute.MirroredStrategy,
-                           tf.distribute.MultiWorkerMirroredStrategy)):
-    return False
-  return strategy.num_replicas_in_sync == 1
-
-
-def on_cpu(strategy) -> bool:
-  """Whether the strategy's replicas run on the host CPU (XLA's CPU backend)."""
-  if isinstance(strategy, _TPU_STRATEGIES):
-    return False
-  try:
-    devices = strategy.extended.worker_devices
-  except RuntimeError:  # the default strategy: TF places ops on a GPU if there is one
-    return not tf.config.list_logical_devices("GPU")
-  return all(tf.DeviceSpec.from_string(d).device_type == "CPU" for d in devices)
-
-
-def xla_scope(strategy, jit_compile: bool, has_convolutions: bool) -> str:
-  """What XLA compiles of a replica step: 'step', 'gradients' or 'none'.
-
-  'step': the whole step, optimizer update included (single-replica strategies and TPU; see
-  `jit_replica_step`); with device-resident input the whole `steps_per_loop` loop is one XLA
-  program. 'gradients': forward and backward only (mirrored, multi_worker). 'none': TF's own
-  kernels, chosen for convolutional models on the CPU, where XLA is measured slower (small_cnn
-  on 2 cores, benchmarks/throughput.py: 16 ms per step XLA-compiled vs 10 ms with TF's oneDNN
-  kernels, and 430 ms inside a compiled loop, because XLA:CPU's ConvCanonicalization pass only
-  rewrites convolutions of the entry computation: the filter gradient inside a while loop
-  keeps its non-NHWC dimension order and falls back to XLA's naive loop emitter).
-  """
-  if not jit_compile or (has_convolutions and on_cpu(strategy)):
-    return "none"
-  return "step" if jit_replica_step(strategy) else "gradients"
-
-
 def describe(strategy) -> str:
   """One log line: class, number of replicas, devices (and task when multi-worker)."""
   try:
@@ -227,7 +176,7 @@ def _class_name(strategy) -> str:
   """The public tf.distribute name (TF's classes behind them have other names)."""
   if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
     return "MultiWorkerMirroredStrategy"  # class CollectiveAllReduceStrategy
-  if isinstance(strategy, _TPU_STRATEGIES):
+  if isinstance(strategy, TPU_STRATEGIES):
     return "TPUStrategy"
   name = type(strategy).__name__
   return "DefaultStrategy" if name.startswith("_Default") else name
@@ -272,83 +221,3 @@ def _check_tf_config(raw: str) -> None:
   index = task["index"]
   if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(hosts):
     fail(f"task index {index!r} is not in 0..{len(hosts) - 1}")
-
-
-def _local_tpu_problem():
-  """Why this machine has no usable local TPU, or None when it looks like it has one.
-
-  Cheap: looks for TPU device files and libtpu, never touches the TPU runtime.
-  """
-  # /dev/accel* on TPU v2-v4 VMs, numbered /dev/vfio/* groups on v5e/v5p/v6e.
-  if not glob.glob("/dev/accel*") and not glob.glob("/dev/vfio/[0-9]*"):
-    return "no TPU devices on this machine (/dev/accel*, /dev/vfio/N)"
-  library = os.environ.get("TPU_LIBRARY_PATH", "")
-  if not (os.path.isfile(library) or importlib.util.find_spec("libtpu") is not None):
-    return "TPU devices found but no libtpu; pip install tensorflow-tpu (it brings libtpu)"
-  return None
-
-
-def _missing_cloud_tpu_api():
-  """Modules TF's TPUClusterResolver needs to look a TPU up by name that are missing."""
-  # TF imports `cloud_tpu_client` if present, else its own copy of that client, which
-  # needs googleapiclient and oauth2client at the first Cloud TPU API call.
-  modules = ("googleapiclient", "oauth2client")
-  return [m for m in modules if importlib.util.find_spec(m) is None]
-
-
-def _check_grpc_reachable(tpu: str) -> None:
-  """Fails fast when nothing listens at a grpc:// TPU address (TF would block instead)."""
-  parsed = urllib.parse.urlparse(tpu)
-  try:
-    host, port = parsed.hostname, parsed.port or 8470
-  except ValueError:
-    host = None
-  if not host:
-    raise ConfigError(f"tpu: malformed address {tpu!r}; {_TPU_ALLOWED}")
-  try:
-    socket.create_connection((host, port), timeout=5).close()
-  except OSError as e:
-    raise ConfigError(f"tpu: cannot reach {tpu} ({e.strerror or e}); is the TPU up and the "
-                      f"port open? {_TPU_ALLOWED}") from None
-
-
-def _tpu_strategy(tpu: str, resolver_cls):
-  """Resolves, connects to and initialises the TPU system; returns a TPUStrategy."""
-  if resolver_cls is None:
-    resolver_cls = tf.distribute.cluster_resolver.TPUClusterResolver
-    if tpu == "local":
-      problem = _local_tpu_problem()
-      if problem:
-        raise ConfigError(f"tpu: --tpu=local but {problem}; {_TPU_ALLOWED}, "
-                          "or use --strategy=cpu|one_device|mirrored")
-    elif tpu.startswith("grpc://"):
-      _check_grpc_reachable(tpu)
-    elif missing := _missing_cloud_tpu_api():
-      raise ConfigError(
-          f"tpu: looking up TPU {tpu!r} by name needs the Cloud TPU API client, missing "
-          f"{' and '.join(missing)}: pip install google-api-python-client "
-          "oauth2client (not cloud-tpu-client: it pins protobuf<4, which TF>=2.16 rejects); "
-          "or use --tpu=local on the TPU VM itself, or --tpu=grpc://host:8470")
-  try:
-    resolver = resolver_cls(tpu=tpu)
-    if tpu != "local":
-      tf.config.experimental_connect_to_cluster(resolver)
-    tf.tpu.experimental.initialize_tpu_system(resolver)
-    return tf.distribute.TPUStrategy(resolver)
-  except (ValueError, RuntimeError, ImportError, OSError, tf.errors.OpError) as e:
-    raise ConfigError(f"tpu: cannot use TPU {tpu!r}: {_tpu_hint(e)}; {_TPU_ALLOWED}") from None
-
-
-def _tpu_hint(error: Exception) -> str:
-  """The first line of a TPU setup error, or what it means when that line is cryptic."""
-  text = str(error)
-  if "ConfigureDistributedTPU" in text:
-    return "this TensorFlow build has no TPU support (install tensorflow-tpu on a TPU VM)"
-  if "Missing runtime dependency on the Google API client" in text:
-    return ("the Cloud TPU API client is missing: "
-            "pip install google-api-python-client oauth2client")
-  first = next((line.strip() for line in text.splitlines() if line.strip()), "")
-  first = first or type(error).__name__
-  if isinstance(error, OSError):
-    first += " (TPU names resolve through the GCE metadata server: run on a GCE VM)"
-  return first if len(first) <= 300 else first[:297] + "..."

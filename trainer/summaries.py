@@ -1,6 +1,8 @@
-"""TensorBoard scalars, absl log lines, and a progress line on a terminal.
+"""TensorBoard scalars, written (with absl log lines and a progress line on a terminal) and
+read back.
 
-Everything here runs at loop boundaries, on values already read back to the host.
+Writing runs at loop boundaries, on values already read back to the host. `read_scalars` is the
+one reader of a run's history: tests, the warmup experiment and `trainer.plot --workdir` use it.
 """
 
 import os
@@ -8,6 +10,8 @@ import sys
 
 import tensorflow as tf
 from absl import logging
+
+from trainer import hooks
 
 
 class Summaries:
@@ -27,6 +31,10 @@ class Summaries:
 
   def write(self, split, step, scalars):
     """Writes `scalars` (name -> float) at global `step` and logs them."""
+    with hooks.point("summary"):
+      self._write(split, step, scalars)
+
+  def _write(self, split, step, scalars):
     with self._writers[split].as_default():
       for name, value in scalars.items():
         tf.summary.scalar(name, value, step=step)
@@ -50,3 +58,32 @@ class Summaries:
 def _bar(fraction, width=20):
   done = int(round(max(0.0, min(1.0, fraction)) * width))
   return "#" * done + "." * (width - done)
+
+
+def read_events(workdir, split):
+  """[(tag, global step, value)] of every scalar in `workdir/split`, in the order written.
+
+  Event files are read oldest first; a record cut short by a killed process ends its file.
+  """
+  out = []
+  paths = tf.io.gfile.glob(os.path.join(workdir, split, "events.*"))
+  # events.out.tfevents.<unix time>.<host>.<pid>...: oldest first by the time in the name.
+  for path in sorted(paths, key=lambda p: (int(os.path.basename(p).split(".")[3]), p)):
+    try:
+      for record in tf.data.TFRecordDataset(path):
+        event = tf.compat.v1.Event.FromString(record.numpy())
+        out.extend((value.tag, event.step, float(tf.make_ndarray(value.tensor)))
+                   for value in event.summary.value)
+    except tf.errors.DataLossError:  # the record being written when the process died
+      pass
+  return out
+
+
+def read_scalars(workdir, split, tag):
+  """{global step: value} of one scalar, steps ascending; a step written twice keeps the last
+  write (what TensorBoard shows)."""
+  out = {}
+  for name, step, value in read_events(workdir, split):
+    if name == tag:
+      out[step] = value
+  return dict(sorted(out.items()))

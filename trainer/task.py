@@ -8,7 +8,6 @@ cross-replica context) adds up every replica, and nothing is read inside the loo
 
 import tensorflow as tf
 
-from trainer.compat import keras
 
 
 def _sum_variable(name):
@@ -97,16 +96,3 @@ class ClassificationTask:
     images, labels, weights = batch
     logits = self.model(images, training=False)
     self.eval_sums.update(self._per_example_loss(labels, logits), logits, labels, weights)
-
-
-def build_optimizer(config, learning_rate):
-  """The optimizer named by `config.optimizer`, driven by `learning_rate` (a schedule)."""
-  o = config.optimizer
-  # Decoupled weight decay (applied to the weights, not added to the loss) on all three.
-  extra = {"weight_decay": o.weight_decay or None}
-  if o.clipnorm:
-    extra["clipnorm"] = o.clipnorm
-  if o.name == "sgd":
-    return keras.optimizers.SGD(learning_rate, momentum=o.momentum, **extra)
-  cls = keras.optimizers.AdamW if o.name == "adamw" else keras.optimizers.Adam
-  return cls(learning_rate, beta_1=o.beta_1, beta_2=o.beta_2, **extra)

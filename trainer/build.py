@@ -1,0 +1,137 @@
+"""The public builder: a config and a strategy in, the parts of a run out.
+
+  info = data.get_dataset_info(config.dataset, config.data_dir)
+  plan = config_lib.resolve(config, info.num_train_examples, strategy.num_replicas_in_sync)
+  policy = build.precision_policy(config.mixed_precision, strategy)
+  with build.global_policy(policy):
+    parts = build.build(config, strategy, info, plan, policy)
+    ...restore a checkpoint of parts.model / parts.optimizer...
+    trainer = build.make_trainer(parts, start_step=...)
+    trainer.train(100)
+
+`trainer.train.train_and_evaluate` does exactly this (with checkpoints, summaries and the
+controller around it), and so does `benchmarks/`: nothing else re-creates the trainer.
+"""
+
+import contextlib
+import dataclasses
+
+import tensorflow as tf
+
+from trainer import compile_plan as compile_plan_lib
+from trainer import data, loop, models, schedules
+from trainer import task as task_lib
+from trainer.compat import keras
+
+
+@dataclasses.dataclass(frozen=True)
+class Parts:
+  """Everything a run trains with, built inside the strategy's scope."""
+
+  config: object  # the run's ConfigDict
+  strategy: tf.distribute.Strategy
+  info: data.DatasetInfo
+  plan: object  # config.Plan: the run in global steps
+  policy: str  # the Keras dtype policy the model was built under
+  compile_plan: compile_plan_lib.CompilePlan
+  task: task_lib.ClassificationTask
+  schedule: object  # the optimizer's learning rate: a schedule (or a float)
+
+  @property
+  def model(self):
+    return self.task.model
+
+  @property
+  def optimizer(self):
+    return self.task.optimizer
+
+
+def precision_policy(name, strategy) -> str:
+  """The Keras dtype policy for `config.mixed_precision` (`auto`: by the hardware)."""
+  if name != "auto":
+    return {"bfloat16": "mixed_bfloat16"}.get(name, name)
+  if isinstance(strategy, tf.distribute.TPUStrategy):
+    return "mixed_bfloat16"
+  return "mixed_float16" if tf.config.list_logical_devices("GPU") else "float32"
+
+
+@contextlib.contextmanager
+def global_policy(policy):
+  """Keras' dtype policy is process-global: set it for this run only."""
+  previous = keras.mixed_precision.global_policy().name
+  keras.mixed_precision.set_global_policy(policy)
+  try:
+    yield
+  finally:
+    keras.mixed_precision.set_global_policy(previous)
+
+
+def build_optimizer(optimizer_config, learning_rate):
+  """The optimizer `config.optimizer` names, driven by `learning_rate` (a schedule)."""
+  o = optimizer_config
+  # Decoupled weight decay (applied to the weights, not added to the loss) on all three.
+  extra = {"weight_decay": o.weight_decay or None}
+  if o.clipnorm:
+    extra["clipnorm"] = o.clipnorm
+  if o.name == "sgd":
+    return keras.optimizers.SGD(learning_rate, momentum=o.momentum, **extra)
+  cls = keras.optimizers.AdamW if o.name == "adamw" else keras.optimizers.Adam
+  return cls(learning_rate, beta_1=o.beta_1, beta_2=o.beta_2, **extra)
+
+
+def device_input_possible(info, strategy) -> bool:
+  """Whether the train split can live on the device: one replica, an in-memory split."""
+  return (strategy.num_replicas_in_sync == 1 and info.name != "synthetic"
+          and info.fits_in_memory)
+
+
+def build(config, strategy, info, plan, policy, schedule=None) -> Parts:
+  """Model, optimizer, task and compile plan, inside the strategy's scope.
+
+  Call it under `global_policy(policy)`. Seeds Keras with `config.seed` first, so every
+  strategy starts from the same initial weights.
+
+  Args:
+    config: the run's checked ConfigDict.
+    strategy: the run's strategy.
+    info: `data.get_dataset_info(...)` of the config's dataset.
+    plan: `config.resolve(...)` of the config.
+    policy: `precision_policy(...)`.
+    schedule: the optimizer's learning rate; default the plan's `WarmupCosineDecay`.
+  """
+  keras.utils.set_random_seed(config.seed)
+  with strategy.scope():
+    model = models.build_model(config.model, info.num_classes, info.image_shape)
+    if schedule is None:
+      schedule = schedules.WarmupCosineDecay(**plan.schedule_kwargs())
+    optimizer = build_optimizer(config.optimizer, schedule)
+    if policy == "mixed_float16":
+      optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
+    optimizer.build(model.trainable_variables)  # slots exist before a restore
+    compiled = compile_plan_lib.choose(
+        strategy, jit_compile=config.jit_compile,
+        has_convolutions=models.has_convolutions(model), input_mode=config.input_mode,
+        device_input_possible=device_input_possible(info, strategy))
+    task = task_lib.ClassificationTask(model, optimizer, config.global_batch_size,
+                                       jit_gradients=compiled.gradients)
+  return Parts(config, strategy, info, plan, policy, compiled, task, schedule)
+
+
+def make_trainer(parts: Parts, start_step: int = 0) -> loop.Trainer:
+  """The `loop.Trainer` of `parts`, its training input starting at global step `start_step`.
+
+  Make it after restoring a checkpoint: a tf.data input is positioned at `start_step` (the
+  restored `optimizer.iterations`); device-resident input draws by `iterations` anyway.
+  """
+  c, strategy, info = parts.config, parts.strategy, parts.info
+  batch_fn = iterator = None
+  if parts.compile_plan.device_input:
+    batch_fn = data.make_device_batch_fn(info, strategy, c.global_batch_size, c.seed,
+                                         c.augment)
+  else:
+    iterator = iter(data.make_train_dataset(info, strategy, c.global_batch_size, c.seed,
+                                            c.augment, jit=c.jit_compile,
+                                            start_step=start_step))
+  eval_dataset = data.make_eval_dataset(info, strategy, c.global_batch_size, c.seed)
+  return loop.Trainer(strategy, parts.task, parts.compile_plan, eval_dataset,
+                      batch_fn=batch_fn, iterator=iterator)

@@ -1,0 +1,104 @@
+"""The outer loop: host calls of the compiled loop, and what happens between them.
+
+The `Controller` owns the cadence (loops, evals, checkpoints, all in global steps), the NaN
+guard, preemption and the summaries; the `loop.Trainer` it drives owns `strategy.run`. As in
+Orbit, but loops are cut short to land exactly on the next eval, checkpoint or final step, and
+an interval is due when a loop *crosses* one of its multiples, so any `steps_per_loop` on any
+resume keeps the cadence.
+"""
+
+import dataclasses
+import math
+import time
+
+from absl import logging
+
+from trainer.errors import NonFiniteLossError, Preempted
+
+
+@dataclasses.dataclass(frozen=True)
+class Cadence:
+  """When things happen, in global steps (0 = only at the end)."""
+
+  total_steps: int
+  steps_per_loop: int  # the longest host call
+  eval_every: int
+  checkpoint_every: int
+
+  def next_stop(self, step):
+    """Where the loop starting at `step` ends: at most steps_per_loop on, landing on the next
+    multiple of eval_every or checkpoint_every, and never past total_steps."""
+    stop = min(step + self.steps_per_loop, self.total_steps)
+    for every in (self.eval_every, self.checkpoint_every):
+      if every:
+        stop = min(stop, (step // every + 1) * every)
+    return stop
+
+
+def crossed(before, after, every):
+  """Whether going from step `before` to `after` reached a multiple of `every` (> 0)."""
+  return bool(every) and after // every > before // every
+
+
+class Controller:
+  """Trains to `cadence.total_steps`, evaluating and checkpointing on the way.
+
+  Args:
+    cadence: a `Cadence`.
+    trainer: a `loop.Trainer`.
+    checkpointer: a `checkpoints.Checkpointer` of the trainer's model and optimizer.
+    summaries: a `summaries.Summaries`.
+    watcher: a `preemption.Watcher` (entered).
+    learning_rate: global step -> the learning rate the next update uses (for the logs).
+    global_batch_size: examples per global step (for examples/s).
+  """
+
+  def __init__(self, cadence, trainer, checkpointer, summaries, watcher, learning_rate,
+               global_batch_size):
+    self.cadence = cadence
+    self._trainer = trainer
+    self._checkpointer = checkpointer
+    self._summaries = summaries
+    self._watcher = watcher
+    self._learning_rate = learning_rate
+    self._batch = global_batch_size
+
+  def run(self):
+    """Trains, then evaluates once more; returns {'step', **final eval metrics}.
+
+    Raises:
+      NonFiniteLossError: the loss became NaN/inf (nothing was checkpointed after it).
+      Preempted: SIGTERM; a checkpoint of the step reached was written.
+    """
+    step, total = self._trainer.global_step(), self.cadence.total_steps
+    if step >= total:
+      logging.info("Already at step %d of %d: nothing to train.", step, total)
+    while step < total:
+      before, step = step, self._train_loop(step)
+      if step < total and crossed(before, step, self.cadence.eval_every):  # final: below
+        self._summaries.write("eval", step, self._trainer.evaluate())
+      stop = self._watcher.requested()
+      if stop or step == total or crossed(before, step, self.cadence.checkpoint_every):
+        self._checkpointer.save(step)
+      if stop:
+        raise Preempted(step)
+    final = self._trainer.evaluate()
+    step = self._trainer.global_step()
+    self._summaries.write("eval", step, final)
+    return {"step": step, **final}
+
+  def _train_loop(self, step):
+    """One host call from `step` to `cadence.next_stop(step)`; returns the step reached."""
+    n = self.cadence.next_stop(step) - step
+    start = time.perf_counter()
+    metrics = self._trainer.train(n)
+    seconds = time.perf_counter() - start  # the metric reads in train() waited for the loop
+    step = self._trainer.global_step()
+    if not math.isfinite(metrics["loss"]):
+      raise NonFiniteLossError(
+          f"training loss is {metrics['loss']} in the {n} steps up to global step {step}; "
+          f"stopped without checkpointing (lower schedule.target_lr or check the data)")
+    self._summaries.write("train", step, {
+        **metrics, "learning_rate": float(self._learning_rate(step)),
+        "examples_per_sec": n * self._batch / seconds})
+    return step
