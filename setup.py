@@ -31,6 +31,6 @@ setuptools.setup(
         "legacy": ["tf-keras>=2.16"],
         # TPUClusterResolver needs Google's API client only for *named* TPUs; on a TPU VM use
         # --tpu=local. Not cloud-tpu-client: its pins force protobuf<4, which TF>=2.16 refuses.
-        "tpu": ["google-api-python-client>=1.8"],
+        "tpu": ["google-api-python-client>=1.8", "oauth2client>=4.1"],
     },
 )

@@ -47,7 +47,7 @@ def load(path):
     spec.loader.exec_module(module)
   except FileNotFoundError:
     raise ConfigError(f"config: no such file {path!r}") from None
-  return module.get_config()
+  return settle(module.get_config(), given=(), source=path)
 
 
 def _int(config, field, minimum):
@@ -71,7 +71,7 @@ def _get(config, field):
 def check(config):
   """Checks every field that needs no dataset, strategy or model registry. Raises ConfigError.
 
-  The model name is checked where it is looked up (`models.get_builder`), the dataset where it
+  The model name is checked where it is looked up (`models.check_name`), the dataset where it
   is opened (`data.get_dataset_info`), both before anything is written.
   """
   if not isinstance(config.dataset, str) or not config.dataset:
@@ -83,11 +83,9 @@ def check(config):
   total = _int(config, "total_steps", 0)
   if total == 0 and not _number(config, "num_epochs") > 0:
     raise ConfigError("total_steps: is 0, so num_epochs must be > 0 (give one of the two)")
-  loop = _int(config, "steps_per_loop", 1)
-  for field in ("eval_every", "checkpoint_every"):
-    if _int(config, field, 0) % loop:
-      raise ConfigError(f"{field}: must be a multiple of steps_per_loop={loop} (or 0 = only "
-                        f"at the end), got {config[field]}")
+  _int(config, "steps_per_loop", 1)  # the longest host call; loops land on evals/checkpoints
+  _int(config, "eval_every", 0)
+  _int(config, "checkpoint_every", 0)
   _int(config, "max_checkpoints", 1)
   _int(config, "seed", 0)
   _choice(config, "mixed_precision", PRECISIONS)
@@ -156,8 +154,16 @@ def to_json(config, plan):
 
 
 def override(config, **fields):
-  """A copy of `config` with dotted fields replaced, e.g. override(c, **{'schedule.hold': 5})."""
-  config = ml_collections.ConfigDict(config.to_dict())
+  """A copy of `config` with dotted fields replaced, e.g. override(c, **{'schedule.hold': 5}).
+
+  The fields given here are what the user gave last (as on the command line): a member of a
+  duration group (`GROUPS`) replaces whatever `config` chose for that group.
+  """
+  config = _set(ml_collections.ConfigDict(config.to_dict()), fields)
+  return settle(config, given=fields, source="the config", given_by="to override()")
+
+
+def _set(config, fields):
   for field, value in fields.items():
     *parents, leaf = field.split(".")
     node = config
@@ -166,4 +172,54 @@ def override(config, **fields):
     if leaf not in node:
       raise ConfigError(f"{field}: no such config field")
     node[leaf] = value
+  return config
+
+
+# Exclusive groups: each says one thing (how long the run is; how long its warmup is) in
+# interchangeable units. A member at 0 is unset.
+GROUPS = (("total_steps", "num_epochs"),
+          ("schedule.warmup_steps", "schedule.warmup_fraction", "schedule.warmup_epochs"))
+
+
+def settle(config, given=None, source="the config", given_by="on the command line"):
+  """Applies the precedence rule of the duration groups; returns a settled copy.
+
+  What the user gave last wins: a group member in `given` replaces whatever `source` chose for
+  that group (its other members are set to 0). Two members of a group in `given` are an error
+  naming both; a `source` that sets two members itself is an error naming the source.
+
+  Args:
+    config: a ConfigDict shaped like configs/default.py.
+    given: the fields the user gave last (the command line's --config.FIELD overrides). None
+      for a ConfigDict built in Python: then "given" means set (non-zero) to a value other than
+      configs/default.py's.
+    source: the config file's path, for the error message.
+    given_by: where `given` came from, for the error message.
+
+  Raises:
+    ConfigError: naming both fields, or the source.
+  """
+  config = ml_collections.ConfigDict(config.to_dict())
+  default = None
+  if given is None:
+    from configs import default as default_config  # pylint: disable=g-import-not-at-top
+    default = default_config.get_config()
+  for group in GROUPS:
+    values = {f: _get(config, f) for f in group}
+    if default is None:
+      chosen = [f for f in group if f in given]
+      verb = f"given {given_by} together with"
+    else:
+      chosen = [f for f in group if values[f] and values[f] != _get(default, f)]
+      verb = "set (to a value other than configs/default.py's) together with"
+    set_ = [f for f in chosen if values[f]]  # given as 0 (unset) agrees with any other
+    if len(set_) > 1:
+      raise ConfigError(f"{set_[1]}: {verb} {set_[0]}; they say the same thing ("
+                        f"{' | '.join(group)}): give one")
+    from_source = [f for f in group if values[f] and f not in chosen]
+    if len(from_source) > 1:
+      raise ConfigError(f"config: {source} sets both {from_source[0]} and {from_source[1]}; "
+                        f"set one of {', '.join(group)} (the others 0)")
+    if chosen:
+      _set(config, {f: type(values[f])(0) for f in group if f not in set_})
   return config

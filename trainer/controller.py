@@ -62,6 +62,13 @@ class Controller:
     self._watcher = watcher
     self._learning_rate = learning_rate
     self._batch = global_batch_size
+    self.trained_steps = 0  # by this process, and the seconds its loops took
+    self.train_seconds = 0.0
+
+  @property
+  def examples_per_sec(self):
+    """Mean training throughput of this process's loops (compilation included)."""
+    return self.trained_steps * self._batch / self.train_seconds if self.train_seconds else 0.0
 
   def run(self):
     """Trains, then evaluates once more; returns {'step', **final eval metrics}.
@@ -94,6 +101,8 @@ class Controller:
     metrics = self._trainer.train(n)
     seconds = time.perf_counter() - start  # the metric reads in train() waited for the loop
     step = self._trainer.global_step()
+    self.trained_steps += n
+    self.train_seconds += seconds
     if not math.isfinite(metrics["loss"]):
       raise NonFiniteLossError(
           f"training loss is {metrics['loss']} in the {n} steps up to global step {step}; "

@@ -53,8 +53,13 @@ def make_device_train_loop(strategy, step_fn, batch_fn, global_step, whole_loop_
   if whole_loop_xla:
     @tf.function(jit_compile=True)
     def steps(num_steps):
-      for _ in tf.range(num_steps):
+      # An explicit while_loop, not `for _ in tf.range(num_steps)`: XLA takes a Range's
+      # length as a compile-time constant and would compile once per distinct loop length
+      # (a loop cut short to land on an eval would compile the program again).
+      def body(i):
         step_fn(batch_fn(tf.convert_to_tensor(global_step)))
+        return (i + 1,)
+      tf.while_loop(lambda i: i < num_steps, body, (tf.zeros_like(num_steps),))
 
     @tf.function
     def loop(num_steps):
@@ -112,7 +117,12 @@ class Trainer:
     else:
       loop = make_train_loop(strategy, task.train_step, compile_plan.step)
       self._run = lambda n: loop(iterator, tf.constant(n))
+    self._loop = loop
     self._eval_loop = make_eval_loop(strategy, task.eval_step, compile_plan.step)
+
+  def tracing_count(self) -> int:
+    """How often the training loop was traced: 1 however many loop lengths ran (tested)."""
+    return self._loop.experimental_get_tracing_count()
 
   def global_step(self) -> int:
     return int(self.task.optimizer.iterations.numpy())  # int() alone fails on mirrored vars

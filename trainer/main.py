@@ -14,12 +14,13 @@ intact: fix the storage and run the same command to resume).
 
 import datetime
 import os
+import time
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 import configs
-from trainer import errors
+from trainer import console, errors
 from trainer.choices import STRATEGIES
 from trainer.errors import ConfigError
 
@@ -37,6 +38,7 @@ flags.DEFINE_bool("allow_config_change", False, "Resume a workdir even though th
 
 def _parse_flags(argv):
   """absl's parser, but a bad flag is one line and exit status 2, like every user mistake."""
+  argv = [a if a != "-v" else "--verbosity=1" for a in argv]  # -v: show TF's own output too
   for arg in argv[1:]:
     if arg.startswith("--config=") and not os.path.isfile(arg.split("=", 1)[1]):
       errors.exit_with(ConfigError(f"config: no such file {arg.split('=', 1)[1]!r}; give a "
@@ -64,20 +66,39 @@ def _parse_flags(argv):
 def main(argv):
   if len(argv) > 1:
     raise ConfigError(f"unexpected arguments {argv[1:]}; flags look like --name=value")
-  # Imported here so --help and flag errors do not wait for TensorFlow.
-  from trainer import strategy as strategy_lib  # pylint: disable=g-import-not-at-top
-  from trainer import train  # pylint: disable=g-import-not-at-top
-  if FLAGS.cpu_devices:
-    strategy_lib.setup_cpu_devices(FLAGS.cpu_devices)
-  strategy = strategy_lib.get_strategy(FLAGS.strategy, FLAGS.tpu)
+  verbose = FLAGS.verbosity >= 1
+  console.quiet_tf(verbose)
+  if not verbose:  # TF's C++ INFO lines (XLA service, buffer sizes...); read at TF's import
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+  start = time.monotonic()
+  # Imported here so --help and flag errors do not wait for TensorFlow; TF's start-up lines
+  # are filtered while it loads and finds its devices.
+  with console.startup_lines_hidden(verbose):
+    from trainer import config as config_lib  # pylint: disable=g-import-not-at-top
+    from trainer import strategy as strategy_lib  # pylint: disable=g-import-not-at-top
+    from trainer import summaries, train  # pylint: disable=g-import-not-at-top
+    # What the user gave last wins: a --config.FIELD of a duration group replaces the file's
+    # choice for that group (config.settle).
+    config = config_lib.settle(
+        FLAGS.config, given=config_flags.get_override_values(FLAGS["config"]),
+        source=config_flags.get_config_filename(FLAGS["config"]))
+    if FLAGS.cpu_devices:
+      strategy_lib.setup_cpu_devices(FLAGS.cpu_devices)
+    strategy = strategy_lib.get_strategy(FLAGS.strategy, FLAGS.tpu)
+    strategy_lib.make_first_iterator(strategy)
   workdir = FLAGS.workdir or os.path.join(
       "runs", datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
-  result = train.train_and_evaluate(FLAGS.config, workdir, strategy,
+  result = train.train_and_evaluate(config, workdir, strategy,
                                     allow_config_change=FLAGS.allow_config_change)
   if strategy_lib.is_chief(strategy):
-    print(f"step {result['step']}: eval accuracy {result['accuracy']:.4f}, "
-          f"loss {result['loss']:.4f}")
-    print(f"results in {workdir}; watch with: tensorboard --logdir {workdir}")
+    accuracy = summaries.read_scalars(workdir, "eval", "accuracy")
+    best = max(accuracy, key=accuracy.get) if accuracy else result["step"]
+    print(f"done: step {result['step']} in {console.duration(time.monotonic() - start)}, "
+          f"{console.rate(result['examples_per_sec'])} examples/s (mean of this run's loops)")
+    print(f"eval: accuracy {result['accuracy']:.4f}, loss {result['loss']:.4f} (final); best "
+          f"accuracy {accuracy.get(best, result['accuracy']):.4f} at step {best}")
+    print(f"results in {workdir}: config.json, curves.png, schedule.png, checkpoints/, train/, "
+          f"eval/; watch with: tensorboard --logdir {workdir}")
   logging.info("done: %s", result)
 
 

@@ -16,6 +16,7 @@ The update that takes `iterations` from k to k + 1 uses lr(k).
 """
 
 import math
+import warnings
 
 import numpy as np
 import tensorflow as tf
@@ -148,25 +149,39 @@ def steps_per_epoch(num_examples, global_batch_size):
   return max(1, n // _check_int("global_batch_size", global_batch_size, 1))
 
 
-def total_steps_from_epochs(num_epochs, steps_per_epoch_):
+def _renamed(steps_per_epoch, kwargs, function):
+  """`steps_per_epoch_` (the old keyword, deprecated) still works, with a warning."""
+  if "steps_per_epoch_" in kwargs:
+    warnings.warn(f"{function}(steps_per_epoch_=...) is deprecated: use steps_per_epoch=",
+                  DeprecationWarning, stacklevel=3)
+    steps_per_epoch = kwargs.pop("steps_per_epoch_")
+  if kwargs:
+    raise TypeError(f"{function}() got unexpected keyword arguments {sorted(kwargs)}")
+  return steps_per_epoch
+
+
+def total_steps_from_epochs(num_epochs, steps_per_epoch=None, **kwargs):
   """Global steps for `num_epochs` (may be fractional) epochs, rounded up."""
+  steps_per_epoch = _renamed(steps_per_epoch, kwargs, "total_steps_from_epochs")
   if not isinstance(num_epochs, (int, float, np.number)) or not num_epochs > 0:
     raise ConfigError(f"num_epochs: must be > 0 when total_steps is 0, got {num_epochs!r}")
-  steps = num_epochs * _check_int("steps_per_epoch", steps_per_epoch_, 1)
+  steps = num_epochs * _check_int("steps_per_epoch", steps_per_epoch, 1)
   if not steps < _MAX_STEPS:
     raise ConfigError(f"num_epochs: {num_epochs!r} epochs is more than {_MAX_STEPS} steps")
   return max(1, math.ceil(steps))
 
 
-def resolve_warmup_steps(total_steps, steps=0, fraction=0.0, epochs=0.0, steps_per_epoch_=0):
+def resolve_warmup_steps(total_steps, steps=0, fraction=0.0, epochs=0.0, steps_per_epoch=0,
+                         **kwargs):
   """Warmup length in global steps, from exactly one of steps, fraction of total, or epochs.
 
   Args:
     total_steps: global steps of the whole run.
     steps: warmup in global steps.
     fraction: warmup as a fraction of `total_steps`, in [0, 1].
-    epochs: warmup in epochs; needs `steps_per_epoch_`.
-    steps_per_epoch_: global steps per epoch.
+    epochs: warmup in epochs; needs `steps_per_epoch`.
+    steps_per_epoch: global steps per epoch (`steps_per_epoch_`, its old name, still works
+      and warns).
 
   Returns:
     The warmup length in global steps (0 when all three are 0).
@@ -174,6 +189,7 @@ def resolve_warmup_steps(total_steps, steps=0, fraction=0.0, epochs=0.0, steps_p
   Raises:
     ConfigError: if more than one is set, or one is out of range.
   """
+  steps_per_epoch = _renamed(steps_per_epoch, kwargs, "resolve_warmup_steps")
   steps = _check_int("warmup_steps", steps, 0)
   given = [n for n, v in (("warmup_steps", steps), ("warmup_fraction", fraction),
                           ("warmup_epochs", epochs)) if v]
@@ -187,7 +203,7 @@ def resolve_warmup_steps(total_steps, steps=0, fraction=0.0, epochs=0.0, steps_p
   if fraction:
     return int(round(fraction * total_steps))
   if epochs:
-    steps = epochs * _check_int("steps_per_epoch", steps_per_epoch_, 1)
+    steps = epochs * _check_int("steps_per_epoch", steps_per_epoch, 1)
     if not steps < _MAX_STEPS:
       raise ConfigError(f"warmup_epochs: {epochs!r} epochs is more than {_MAX_STEPS} steps")
     return int(round(steps))

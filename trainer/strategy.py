@@ -221,3 +221,16 @@ def _check_tf_config(raw: str) -> None:
   index = task["index"]
   if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(hosts):
     fail(f"task index {index!r} is not in 0..{len(hosts) - 1}")
+
+
+def make_first_iterator(strategy) -> None:
+  """Makes (and drops) one tiny distributed iterator on an in-process strategy.
+
+  A process's first distributed iterator makes TF's C++ side log one harmless warning
+  ("Input of GeneratorDatasetOp::Dataset will not be optimized"); `trainer.main` calls this
+  while start-up lines are filtered (`console.startup_lines_hidden`), so it is not printed in
+  the middle of a run. Multi-worker and TPU strategies are left alone (no extra work there).
+  """
+  if isinstance(strategy, TPU_STRATEGIES) or _task(strategy) is not None:
+    return
+  iter(strategy.distribute_datasets_from_function(lambda _: tf.data.Dataset.range(1)))

@@ -1,63 +1,51 @@
-"""TensorBoard scalars, written (with absl log lines and a progress line on a terminal) and
-read back.
+"""TensorBoard scalars: written at loop boundaries (and shown on the console), and read back.
 
-Writing runs at loop boundaries, on values already read back to the host. `read_scalars` is the
-one reader of a run's history: tests, the warmup experiment and `trainer.plot --workdir` use it.
+Writing runs on values already read back to the host. `read_scalars` is the one reader of a
+run's history: tests, the warmup experiment and `trainer.plot --workdir` use it.
 """
 
 import os
-import sys
 
 import tensorflow as tf
-from absl import logging
 
 from trainer import hooks
 
 
 class Summaries:
-  """`workdir/train` and `workdir/eval` event files; no-op writers on non-chief workers.
+  """`workdir/train` and `workdir/eval` event files, shown on the console as they are written.
+
+  No-op writers (and a silent console) on non-chief workers.
 
   Args:
     workdir: the run's directory (local or gs://).
     chief: whether this process writes.
-    total_steps: the run's length in global steps, for the progress line.
+    console: a `console.Console` for the person watching, or None.
+    after_eval: called after every eval write (the chief redraws curves.png there), or None.
   """
 
-  def __init__(self, workdir, chief, total_steps):
+  def __init__(self, workdir, chief, console=None, after_eval=None):
     make = tf.summary.create_file_writer if chief else (lambda _: tf.summary.create_noop_writer())
     self._writers = {split: make(os.path.join(workdir, split)) for split in ("train", "eval")}
-    self._total = total_steps
-    self._tty = chief and sys.stdout.isatty()
+    self._console = console
+    self._after_eval = after_eval if chief else None
 
   def write(self, split, step, scalars):
-    """Writes `scalars` (name -> float) at global `step` and logs them."""
+    """Writes `scalars` (name -> float) at global `step` and shows them."""
     with hooks.point("summary"):
-      self._write(split, step, scalars)
-
-  def _write(self, split, step, scalars):
-    with self._writers[split].as_default():
-      for name, value in scalars.items():
-        tf.summary.scalar(name, value, step=step)
-    self._writers[split].flush()
-    text = " ".join(f"{k}={v:.4g}" for k, v in scalars.items())
-    if self._tty and split == "train":
-      sys.stdout.write(f"\r[{_bar(step / self._total)}] step {step}/{self._total} {text}\033[K")
-      sys.stdout.flush()
-    else:
-      if self._tty:
-        sys.stdout.write("\n")
-      logging.info("%s step %d/%d: %s", split, step, self._total, text)
+      with self._writers[split].as_default():
+        for name, value in scalars.items():
+          tf.summary.scalar(name, value, step=step)
+      self._writers[split].flush()
+    if self._console:
+      (self._console.train if split == "train" else self._console.eval)(step, scalars)
+    if split == "eval" and self._after_eval:
+      self._after_eval()
 
   def close(self):
-    if self._tty:
-      sys.stdout.write("\n")
+    if self._console:
+      self._console.close()
     for w in self._writers.values():
       w.close()
-
-
-def _bar(fraction, width=20):
-  done = int(round(max(0.0, min(1.0, fraction)) * width))
-  return "#" * done + "." * (width - done)
 
 
 def read_events(workdir, split):

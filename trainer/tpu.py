@@ -15,6 +15,9 @@ import tensorflow as tf
 
 from trainer.errors import ConfigError
 
+# The Cloud TPU API client a TPU *name* needs (module -> pip package; setup.py's `tpu` extra).
+CLOUD_TPU_API_MODULES = {"googleapiclient": "google-api-python-client",
+                         "oauth2client": "oauth2client"}
 ALLOWED = "allowed: 'local' on a Cloud TPU VM, a TPU name, or grpc://host:port"
 
 
@@ -36,8 +39,7 @@ def _missing_cloud_tpu_api():
   """Modules TF's TPUClusterResolver needs to look a TPU up by name that are missing."""
   # TF imports `cloud_tpu_client` if present, else its own copy of that client, which
   # needs googleapiclient and oauth2client at the first Cloud TPU API call.
-  modules = ("googleapiclient", "oauth2client")
-  return [m for m in modules if importlib.util.find_spec(m) is None]
+  return [m for m in CLOUD_TPU_API_MODULES if importlib.util.find_spec(m) is None]
 
 
 def _check_grpc_reachable(tpu: str) -> None:

@@ -115,8 +115,8 @@ def _builder(name, data_dir) -> tfds.core.DatasetBuilder:
           and isinstance(features["label"], tfds.features.ClassLabel)):
     raise ConfigError(f"dataset: {name!r} is not an image-classification dataset (needs an "
                       "'image' feature and a ClassLabel 'label' feature)")
-  if tf.as_dtype(features["image"].dtype) != tf.uint8:
-    raise ConfigError(f"dataset: {name!r} has {tf.as_dtype(features['image'].dtype).name} "
+  if tf.as_dtype(features["image"].tf_dtype) != tf.uint8:  # `.dtype` is deprecated in TFDS
+    raise ConfigError(f"dataset: {name!r} has {tf.as_dtype(features['image'].tf_dtype).name} "
                       "images; only uint8 images are supported")
   if not builder.is_prepared():
     if base_name(name) != "digits":
