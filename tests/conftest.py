@@ -17,10 +17,20 @@ _cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(
     _cpu, [tf.config.LogicalDeviceConfiguration()] * NUM_CPU_DEVICES)
 
+import shutil  # noqa: E402
 import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def cpu():
+  """A new OneDeviceStrategy on /cpu:0 (each run gets its own, as a real process would)."""
+  return tf.distribute.OneDeviceStrategy("/cpu:0")
 
 
 def mirrored(n):
@@ -75,7 +85,7 @@ def one():
 
 @pytest.fixture(scope="module")
 def two():
-  return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+  return mirrored(2)
 
 
 def take(dist_ds, strategy, steps):
@@ -96,3 +106,135 @@ def eval_arrays(dist_ds, strategy):
     for r in range(strategy.num_replicas_in_sync):
       per_replica[r].append(tuple(p[r].numpy() for p in parts))
   return [tuple(np.concatenate(a) for a in zip(*batches)) for batches in per_replica]
+
+
+# Configs and runs: the one config builder of the tests, and the runs the trainer tests share.
+
+
+def default_config(**fields):
+  """configs/default.py with `fields` overridden (dotted names: `**{"schedule.hold": 2}`)."""
+  from trainer import config as config_lib  # pylint: disable=g-import-not-at-top
+  return config_lib.override(config_lib.load(os.path.join(REPO, "configs", "default.py")),
+                             **fields)
+
+
+# A run of a few dozen global steps on the offline digits: loops of 4, evals and checkpoints
+# every 8, a 6-step warmup and a 2-step hold.
+SMALL_RUN = {"total_steps": 24, "steps_per_loop": 4, "eval_every": 8, "checkpoint_every": 8,
+             "global_batch_size": 32, "schedule.warmup_fraction": 0.0,
+             "schedule.warmup_steps": 6, "schedule.hold": 2, "schedule.start_lr": 1e-4}
+# The run of the checkpoint, resume and kill tests: the MLP, a checkpoint every loop, six kept.
+CHECKPOINTED_RUN = {**SMALL_RUN, "model": "mlp", "checkpoint_every": 4, "max_checkpoints": 6}
+
+
+def small_run(data_dir, /, **changes):
+  """SMALL_RUN in `data_dir`, with `changes`."""
+  return default_config(**{**SMALL_RUN, "data_dir": data_dir, **changes})
+
+
+def checkpointed_run(data_dir, /, **changes):
+  """CHECKPOINTED_RUN in `data_dir`, with `changes`."""
+  return default_config(**{**CHECKPOINTED_RUN, "data_dir": data_dir, **changes})
+
+
+def checkpointed_flags(data_dir, /, **changes):
+  """`checkpointed_run(data_dir, **changes)` as trainer.main flags, on --strategy=cpu."""
+  fields = {**CHECKPOINTED_RUN, "data_dir": data_dir, **changes}
+  return ["--strategy=cpu"] + [f"--config.{k}={v}" for k, v in fields.items()]
+
+
+def main_env(**extra):
+  """The environment of a `python -m trainer.main` child: this repo importable, TF quiet."""
+  return {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3", **extra}
+
+
+def run_main(*args, cwd, env=None, timeout=900, **kwargs):
+  """`python -m trainer.main ARGS` in a fresh interpreter; the CompletedProcess (text)."""
+  return subprocess.run([sys.executable, "-m", "trainer.main", *args], cwd=cwd,
+                        env=main_env(**(env or {})), capture_output=True, text=True,
+                        timeout=timeout, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+  """A TFDS data_dir (a str) with `digits` prepared, shared by every run of the session."""
+  from trainer import data  # pylint: disable=g-import-not-at-top
+  path = str(tmp_path_factory.mktemp("tfds"))
+  data.get_dataset_info("digits", path)
+  return path
+
+
+@pytest.fixture(scope="session")
+def runs(data_dir, tmp_path_factory):
+  """`full`: the whole checkpointed run; `partial`: the same run as if it had died after its
+  step-16 save (checkpoints 4, 8, 12, 16). Do not change them: copy them (`partial`)."""
+  from trainer import train  # pylint: disable=g-import-not-at-top
+  base = tmp_path_factory.mktemp("runs")
+  full, partial_run = str(base / "full"), str(base / "partial")
+  train.train_and_evaluate(checkpointed_run(data_dir), full, cpu())
+  # The run is deterministic (the kill test shows it), so its first 16 steps are the partial.
+  shutil.copytree(full, partial_run)
+  for step in (20, 24):
+    for path in tf.io.gfile.glob(os.path.join(ckpt_dir(partial_run), f"ckpt-{step}.*")):
+      os.remove(path)
+  tf.compat.v1.train.update_checkpoint_state(
+      ckpt_dir(partial_run), "ckpt-16", [f"ckpt-{s}" for s in (4, 8, 12, 16)])
+  return {"full": full, "partial": partial_run}
+
+
+@pytest.fixture
+def partial(runs, tmp_path):
+  """A fresh copy of the run stopped at step 16 (checkpoints 4, 8, 12, 16)."""
+  workdir = str(tmp_path / "w")
+  shutil.copytree(runs["partial"], workdir)
+  return workdir
+
+
+# What a run left in its checkpoints.
+
+
+def ckpt_dir(workdir):
+  return os.path.join(workdir, "checkpoints")
+
+
+def saved(workdir, name):
+  """A variable from the newest checkpoint, by a substring of its checkpoint key."""
+  reader = tf.train.load_checkpoint(ckpt_dir(workdir))
+  keys = sorted(k for k in reader.get_variable_to_shape_map() if name in k)
+  return [reader.get_tensor(k) for k in keys]
+
+
+def iterations(workdir):
+  """The global step of the newest checkpoint (the optimizer's `iterations`)."""
+  (value,) = saved(workdir, "iterations")
+  return int(value)
+
+
+def model_weights(workdir):
+  """The model's variables in the newest checkpoint."""
+  # A Keras 3 optimizer holds the model's variables, so the checkpoint keeps them under it.
+  return saved(workdir, "model/") or saved(workdir, "optimizer/_trainable_variables/")
+
+
+def tensors(path):
+  """{key: array} of every variable in a checkpoint (a prefix or a directory's latest)."""
+  if tf.io.gfile.isdir(path):
+    path = tf.train.latest_checkpoint(path)
+  reader = tf.train.load_checkpoint(path)
+  return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()
+          if k.endswith("VARIABLE_VALUE") and "save_counter" not in k}
+
+
+def assert_same_weights(a, b):
+  """The checkpoints `a` and `b` hold the same variables, bit for bit."""
+  a, b = tensors(a), tensors(b)
+  assert sorted(a) == sorted(b)
+  for key in a:
+    np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    assert a[key].tobytes() == b[key].tobytes(), key  # bit for bit, -0.0 and NaNs included
+
+
+def restore_only(workdir):
+  """The checkpoint `restore_latest` picks (reads and verifies; restores nothing)."""
+  from trainer import checkpoints  # pylint: disable=g-import-not-at-top
+  return checkpoints.Checkpointer(workdir, cpu(), 3).restore_latest()

@@ -3,7 +3,7 @@ r"""Runs `python -m trainer.main` in forked processes and SIGKILLs them at chose
 The parent imports TensorFlow and the trainer but never starts TF's runtime, then forks one
 child per run: each child is a real training process (its own TF runtime, devices, files)
 that skips the ~6 s import, and is killed by a real SIGKILL. Used by
-tests/test_reliability.py (kill anywhere, resume exactly) and tests/test_bad_input.py (many
+tests/test_kill.py (kill anywhere, resume exactly) and tests/test_bad_input.py (many
 invalid command lines, quickly).
 
   python -m tests.killer chain --workdir=W --reference=R --kills=10 --seed=0 --logs=L -- ARGS

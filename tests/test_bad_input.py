@@ -13,11 +13,11 @@ import sys
 
 import pytest
 
+from tests.conftest import REPO, default_config, main_env
 from tests.killer import tree
 from trainer import config as config_lib
 from trainer import data
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _TF_CONFIG_OK_SHAPE = {"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker",
                                                                          "index": 3}}
 
@@ -28,8 +28,8 @@ CASES = [
     ("negative total", ["--config.total_steps=-5"], "total_steps: must be an integer >= 0", {}),
     ("zero steps per loop", ["--config.steps_per_loop=0"], "steps_per_loop: must be", {}),
     ("negative steps per loop", ["--config.steps_per_loop=-3"], "steps_per_loop: ", {}),
-    ("eval not a loop multiple", ["--config.eval_every=7"],
-     "eval_every: must be a multiple of steps_per_loop=50", {}),
+    ("negative eval_every", ["--config.eval_every=-7"], "eval_every: must be an integer >= 0",
+     {}),
     ("negative checkpoint_every", ["--config.checkpoint_every=-50"], "checkpoint_every: ", {}),
     ("no length at all", ["--config.total_steps=0", "--config.num_epochs=0"],
      "total_steps: is 0, so num_epochs must be > 0", {}),
@@ -40,8 +40,11 @@ CASES = [
     ("hold longer than training", ["--config.schedule.hold=600"], "total_steps: must be >=", {}),
     ("warmup fraction > 1", ["--config.schedule.warmup_fraction=1.5"],
      "schedule.warmup_fraction: must be in [0, 1]", {}),
-    ("two warmups", ["--config.schedule.warmup_steps=10"],
-     "schedule.warmup_fraction: set only one of", {}),
+    ("two warmups", ["--config.schedule.warmup_steps=10", "--config.schedule.warmup_fraction=0.2"],
+     "schedule.warmup_fraction: given on the command line together with schedule.warmup_steps",
+     {}),
+    ("two lengths", ["--config.total_steps=100", "--config.num_epochs=2"],
+     "num_epochs: given on the command line together with total_steps", {}),
     ("negative warmup epochs",
      ["--config.schedule.warmup_fraction=0", "--config.schedule.warmup_epochs=-2"],
      "schedule.warmup_epochs: ", {}),
@@ -127,8 +130,7 @@ def _workdir(kind, base, name):
 
 def _template(path, data_dir):
   """A run's workdir before its first checkpoint: config.json, schedule.png, events."""
-  config = config_lib.load(os.path.join(REPO, "configs", "default.py"))
-  config = config_lib.override(config, data_dir=data_dir)
+  config = default_config(data_dir=data_dir)
   os.makedirs(os.path.join(path, "checkpoints"))
   os.makedirs(os.path.join(path, "train"))
   with open(os.path.join(path, "config.json"), "w") as f:
@@ -160,7 +162,7 @@ def matrix(tmp_path_factory):
     cases.append({"argv": argv, "env": options.get("env", {})})
   with open(base / "cases.json", "w") as f:
     json.dump(cases, f)
-  env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3", TMPDIR=str(base))
+  env = main_env(TMPDIR=str(base))
   env.pop("TF_CONFIG", None)
   r = subprocess.run([sys.executable, "-m", "tests.killer", "matrix", str(base / "cases.json"),
                       str(base / "results.json")], cwd=REPO, env=env, capture_output=True,
@@ -193,7 +195,7 @@ def test_bad_input_exits_2_with_one_line_and_touches_nothing(matrix, name, messa
 
 
 def test_forked_cases_match_a_fresh_interpreter(matrix):
-  env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")
+  env = main_env()
   procs = {}
   for name in REAL_INTERPRETER:
     result, case, *_ = matrix[name]

@@ -6,15 +6,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.conftest import mirrored
 from trainer import compile_plan
 from trainer import strategy as ts
 from trainer.compat import keras
 from trainer.errors import ConfigError
-
-
-def _mirrored(n):
-  return tf.distribute.MirroredStrategy(
-      [f"/cpu:{i}" for i in range(n)], cross_device_ops=tf.distribute.ReductionToOneDevice())
 
 
 def _choose(strategy, jit=True, convs=False, mode="auto", possible=True):
@@ -27,12 +23,12 @@ def test_jit_replica_step_by_strategy_kind():
   assert compile_plan.jit_replica_step(default)
   assert compile_plan.jit_replica_step(ts.get_strategy("cpu"))
   assert not compile_plan.jit_replica_step(ts.get_strategy("mirrored"))
-  one_replica_mirrored = _mirrored(1)
+  one_replica_mirrored = mirrored(1)
   assert not compile_plan.jit_replica_step(one_replica_mirrored)  # merge_call, not the count
 
 
 def test_convolutions_stay_off_xla_cpu():
-  one, two = tf.distribute.OneDeviceStrategy("/cpu:0"), _mirrored(2)
+  one, two = tf.distribute.OneDeviceStrategy("/cpu:0"), mirrored(2)
   assert compile_plan.on_cpu(one) and compile_plan.on_cpu(two)
   plan = _choose(one, possible=False)
   assert (plan.step, plan.gradients, plan.whole_loop, plan.draw) == (True, False, False, False)
@@ -144,7 +140,7 @@ def test_single_replica_reference_moves_and_full_jit_matches(single_replica_resu
 # (4, "jit_grads") also passes but costs 5-20 s on 2 cores (4 XLA compilations).
 @pytest.mark.parametrize("replicas,mode", [(2, "plain"), (4, "plain"), (2, "jit_grads")])
 def test_replicas_sum_gradients_once_and_step_once(single_replica_result, replicas, mode):
-  strategy = _mirrored(replicas)
+  strategy = mirrored(replicas)
   weights, iterations = _train(strategy, mode)
   assert iterations == STEPS  # once per strategy.run, not once per replica
   for got, want in zip(weights, single_replica_result[0]):
@@ -154,4 +150,4 @@ def test_replicas_sum_gradients_once_and_step_once(single_replica_result, replic
 def test_mirrored_cannot_jit_apply_gradients():
   # Why compile_plan.jit_replica_step(mirrored) is False; if Keras/TF lift this, revisit it.
   with pytest.raises(RuntimeError, match="`merge_call` called while defining a new graph"):
-    _train(_mirrored(2), "jit_all")
+    _train(mirrored(2), "jit_all")

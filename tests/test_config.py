@@ -61,8 +61,8 @@ BAD = [
     ({"total_steps": -5}, "total_steps: must be an integer >= 0"),
     ({"total_steps": 0, "num_epochs": 0.0}, "total_steps: is 0, so num_epochs must be > 0"),
     ({"steps_per_loop": 0}, "steps_per_loop: must be an integer >= 1"),
-    ({"eval_every": 75}, "eval_every: must be a multiple of steps_per_loop=50"),
-    ({"checkpoint_every": 30}, "checkpoint_every: must be a multiple of steps_per_loop=50"),
+    ({"eval_every": -1}, "eval_every: must be an integer >= 0"),
+    ({"checkpoint_every": -3}, "checkpoint_every: must be an integer >= 0"),
     ({"mixed_precision": "fp8"}, "mixed_precision: unknown 'fp8'; allowed: auto, float32"),
     ({"optimizer.name": "lamb"}, "optimizer.name: unknown 'lamb'; allowed: adamw, adam, sgd"),
     ({"optimizer.weight_decay": -1.0}, "optimizer.weight_decay: must be a finite number"),
@@ -73,7 +73,8 @@ BAD = [
     ({"schedule.hold": -1}, "schedule.hold: must be an integer >= 0"),
     ({"schedule.warmup_steps": 700, "schedule.warmup_fraction": 0.0},
      "total_steps: must be >= warmup_steps + hold"),
-    ({"schedule.warmup_steps": 10}, "schedule.warmup_fraction: set only one of"),
+    ({"schedule.warmup_steps": 10, "schedule.warmup_epochs": 1.0},
+     "schedule.warmup_epochs: given to override() together with schedule.warmup_steps"),
     ({"schedule.warmup_fraction": 1.5}, "schedule.warmup_fraction: must be in [0, 1]"),
     ({"schedule.hold": 590}, "total_steps: must be >= warmup_steps + hold"),
     ({"global_batch_size": 130}, "global_batch_size: 130 does not divide evenly among 4"),
@@ -96,3 +97,49 @@ def test_override_rejects_unknown_fields():
 def test_missing_config_file():
   with pytest.raises(ConfigError, match="^config: no such file"):
     config_lib.load("/nonexistent/x.py")
+
+
+# --- what the user gave last wins (config.settle) ------------------------------------------
+
+
+def test_override_of_one_group_member_clears_the_others():
+  config = _default(**{"schedule.warmup_steps": 8})
+  assert (config.schedule.warmup_steps, config.schedule.warmup_fraction) == (8, 0.0)
+  config = _default(num_epochs=2.0)
+  assert (config.total_steps, config.num_epochs) == (0, 2.0)
+  plan = config_lib.resolve(config, num_train_examples=1437, num_replicas=1)
+  assert plan.total_steps == 2 * 11
+  # Given as 0 it agrees with the other member given with it; alone it clears the group.
+  assert _default(total_steps=0, num_epochs=3.0).num_epochs == 3.0
+  assert _default(**{"schedule.warmup_steps": 0}).schedule.warmup_fraction == 0.0
+
+
+def test_a_config_built_in_python_settles_by_what_differs_from_the_default():
+  config = config_lib.load(os.path.join(REPO, "configs", "default.py"))
+  config.num_epochs = 2.0  # total_steps is still the default's 600
+  config.schedule.warmup_epochs = 0.5  # warmup_fraction is still the default's 0.1
+  settled = config_lib.settle(config)
+  assert (settled.total_steps, settled.num_epochs) == (0, 2.0)
+  assert (settled.schedule.warmup_fraction, settled.schedule.warmup_epochs) == (0.0, 0.5)
+  assert config.total_steps == 600  # a copy: the caller's config is not changed
+  assert config_lib.settle(settled).to_dict() == settled.to_dict()  # idempotent
+  config.total_steps = 700  # now both differ from the default: which one was meant?
+  with pytest.raises(ConfigError, match=r"^num_epochs: set \(to a value other than "
+                     r"configs/default.py's\) together with total_steps"):
+    config_lib.settle(config)
+
+
+def test_a_source_that_sets_two_members_is_named():
+  config = config_lib.load(os.path.join(REPO, "configs", "default.py"))
+  config.num_epochs = 3.0
+  with pytest.raises(ConfigError) as info:
+    config_lib.settle(config, given=(), source="configs/mine.py")
+  assert str(info.value) == ("config: configs/mine.py sets both total_steps and num_epochs; "
+                             "set one of total_steps, num_epochs (the others 0)")
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_every_shipped_config_sets_one_member_of_each_group(name):
+  config = config_lib.load(os.path.join(REPO, "configs", name))  # load() settles: no error
+  for group in config_lib.GROUPS:
+    assert sum(1 for f in group if config_lib._get(config, f)) == 1, (name, group)  # pylint: disable=protected-access

@@ -5,22 +5,18 @@ under `tfds.testing.mock_data(policy=USE_FILES)` with metadata written into a tm
 (USE_CODE/AUTO know no split sizes in TFDS 4.9.10, and `batch_size=-1` then crashes).
 """
 
-import os
-
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from tests import tfds_mock
-from tests.conftest import eval_arrays, take
+from tests.conftest import default_config, eval_arrays, take
 from trainer import config as config_lib
 from trainer import data
 from trainer.data import in_memory
 from trainer.data import info as info_lib
 from trainer.data import streaming
 from trainer.errors import ConfigError
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_eval_covers_every_example_once_in_order_with_zero_padding(digits, two):
@@ -95,8 +91,7 @@ def test_synthetic(one, two):
 
 def test_batch_not_divisible_by_replicas_is_a_config_error(digits_dir, two):
   """The data functions trust their batch: config.resolve rejects it before they are called."""
-  config = config_lib.override(config_lib.load(os.path.join(REPO, "configs", "default.py")),
-                               data_dir=str(digits_dir), global_batch_size=127)
+  config = default_config(data_dir=str(digits_dir), global_batch_size=127)
   info = data.get_dataset_info(config.dataset, config.data_dir)
   with pytest.raises(ConfigError, match=r"^global_batch_size: 127 .* 2 replicas"):
     config_lib.resolve(config, info.num_train_examples, two.num_replicas_in_sync)

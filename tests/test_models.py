@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.conftest import cpu, mirrored
 from trainer import models
 from trainer.compat import LEGACY_KERAS, keras
 from trainer.errors import ConfigError
@@ -60,21 +61,12 @@ def test_small_cnn_has_deterministic_names_and_pools_only_large_enough_images():
   assert tiny(_images(2, (4, 4, 1))).shape == (2, 10)
 
 
-def _strategy(kind):
-  if kind == "one_device":
-    return tf.distribute.OneDeviceStrategy("/cpu:0")
-  # As trainer.strategy does on CPU. With the default collective all-reduce, every new
-  # MirroredStrategy restarts the collective keys and clashes with earlier ones in the process.
-  return tf.distribute.MirroredStrategy(
-      ["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice())
-
-
 @pytest.mark.parametrize("kind", ["one_device", "mirrored"])
 @pytest.mark.parametrize("name", [  # tracing a ResNet/EfficientNet step takes 10-30 s on CPU
     pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n for n in models.MODELS])
 def test_trains_under_strategy(name, kind):
   shape, global_batch, steps = (8, 8, 1), 4, 2
-  strategy = _strategy(kind)
+  strategy = cpu() if kind == "one_device" else mirrored(2)
   with strategy.scope():
     model = models.build_model(name, NUM_CLASSES, shape)
     optimizer = keras.optimizers.Adam(1e-3)

@@ -21,7 +21,7 @@ import time
 import pytest
 import tensorflow as tf
 
-from tests.test_train import scalars
+from trainer.summaries import read_scalars
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 LAUNCHER = [sys.executable, str(REPO / "launch" / "multiworker.py")]
@@ -81,7 +81,7 @@ def single_process_run(tmp_path_factory):
        f"--config.data_dir={data_dir}", *CONFIG_FLAGS],
       cwd=REPO, capture_output=True, text=True, timeout=300)
   assert r.returncode == 0, r.stderr[-3000:]
-  return data_dir, scalars(str(workdir), "train", "learning_rate")
+  return data_dir, read_scalars(str(workdir), "train", "learning_rate")
 
 
 @pytest.mark.slow
@@ -118,14 +118,14 @@ def test_two_workers_train_like_one_process(single_process_run, tmp_path, device
   assert plan["num_replicas"] == 2 * devices_per_worker
 
   # The learning rate is the single-process one at every logged step (global steps).
-  lrs = scalars(str(workdir), "train", "learning_rate")
+  lrs = read_scalars(str(workdir), "train", "learning_rate")
   assert sorted(lrs) == list(range(4, TOTAL_STEPS + 1, 4))
   assert lrs == single_lrs
   assert max(lrs.values()) > 0 and lrs[TOTAL_STEPS] == 0.0
 
   # Only the chief wrote to the workdir; the other worker left no scratch directory behind.
   assert sorted(p.name for p in workdir.iterdir()) == [
-      "checkpoints", "config.json", "eval", "schedule.png", "train"]
+      "checkpoints", "config.json", "curves.png", "eval", "schedule.png", "train"]
   for split in ("train", "eval"):
     files = list((workdir / split).iterdir())
     assert len(files) == 1, files

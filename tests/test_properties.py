@@ -1,7 +1,6 @@
 """Properties, on generated inputs: the schedule's shape and checks, and config resolution."""
 
 import math
-import os
 
 import hypothesis
 import numpy as np
@@ -9,11 +8,11 @@ import pytest
 import tensorflow as tf
 from hypothesis import strategies as st
 
+from tests.conftest import default_config
 from trainer import config as config_lib
 from trainer import schedules
 from trainer.errors import ConfigError
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NAMES = ("warmup_steps", "hold", "total_steps", "start_lr", "target_lr", "final_lr")
 
 lrs = st.floats(0.0, 10.0, allow_subnormal=False)
@@ -116,10 +115,6 @@ def test_any_invalid_argument_is_a_config_error_naming_it(args, name, data):
 # Config resolution.
 
 
-def _default():
-  return config_lib.load(os.path.join(REPO, "configs", "default.py"))
-
-
 def _fields(tree, prefix=""):
   for key, value in tree.items():
     if isinstance(value, dict):
@@ -128,7 +123,7 @@ def _fields(tree, prefix=""):
       yield prefix + key, value
 
 
-FIELDS = dict(_fields(_default().to_dict()))
+FIELDS = dict(_fields(default_config().to_dict()))
 CHOICES = {"model": ["small_cnn", "mlp", "resnet50", "vgg", ""],
            "mixed_precision": list(config_lib.PRECISIONS) + ["fp8"],
            "optimizer.name": list(config_lib.OPTIMIZERS) + ["lamb"],
@@ -159,8 +154,8 @@ mutations = st.dictionaries(st.sampled_from(sorted(FIELDS)), st.none(), min_size
 @hypothesis.settings(max_examples=300, deadline=None)
 @hypothesis.given(mutations, st.integers(1, 10**7), st.integers(1, 16))
 def test_any_config_resolves_consistently_or_names_a_real_field(changes, examples, replicas):
-  config = config_lib.override(_default(), **changes)
   try:
+    config = config_lib.override(default_config(), **changes)
     plan = config_lib.resolve(config, examples, replicas)
   except ConfigError as e:
     message = str(e)
@@ -178,8 +173,12 @@ def test_any_config_resolves_consistently_or_names_a_real_field(changes, example
                                  if s.base_batch_size else 1)
   assert plan.peak_lr == pytest.approx(expected_peak) and 0 < plan.peak_lr < math.inf
   assert math.isfinite(plan.start_lr) and math.isfinite(plan.final_lr)
-  assert config.eval_every % config.steps_per_loop == 0
-  assert config.checkpoint_every % config.steps_per_loop == 0
+  for group in config_lib.GROUPS:  # what was given last won: one member of each group left
+    values = {f: config_lib._get(config, f) for f in group}  # pylint: disable=protected-access
+    assert sum(1 for v in values.values() if v) <= 1, values
+    for field in group:
+      if changes.get(field):
+        assert values[field] == changes[field], (field, values)
   schedules.validate(**plan.schedule_kwargs())  # the trainer can build this schedule
 
 
@@ -189,4 +188,4 @@ def test_any_config_resolves_consistently_or_names_a_real_field(changes, example
 ])
 def test_huge_epoch_counts_are_config_errors(changes):
   with pytest.raises(ConfigError, match=r"^(num_epochs|schedule\.warmup_epochs): .* steps$"):
-    config_lib.resolve(config_lib.override(_default(), **changes), 1437, 1)
+    config_lib.resolve(config_lib.override(default_config(), **changes), 1437, 1)

@@ -193,13 +193,23 @@ def test_keras_file_loads_without_custom_objects_and_resumes_the_schedule(tmp_pa
   assert lr_now() == pytest.approx(float(sched(12)))
 
 
+def test_the_old_steps_per_epoch_underscore_keyword_still_works_and_warns():
+  with pytest.warns(DeprecationWarning, match="steps_per_epoch_=.* is deprecated"):
+    assert schedules.resolve_warmup_steps(1000, epochs=2, steps_per_epoch_=11) == 22
+  with pytest.warns(DeprecationWarning, match="use steps_per_epoch="):
+    assert schedules.total_steps_from_epochs(2.5, steps_per_epoch_=11) == 28
+  with pytest.raises(TypeError, match="unexpected keyword"):
+    schedules.total_steps_from_epochs(2.5, steps_per_epch=11)
+
+
 def test_helpers_convert_durations_to_global_steps():
   assert schedules.steps_per_epoch(1437, 128) == 11  # drop_remainder
   assert schedules.steps_per_epoch(10, 128) == 1
   assert schedules.total_steps_from_epochs(2.5, 11) == 28  # rounded up
   assert schedules.resolve_warmup_steps(1000, steps=30) == 30
   assert schedules.resolve_warmup_steps(1000, fraction=0.05) == 50
-  assert schedules.resolve_warmup_steps(1000, epochs=2, steps_per_epoch_=11) == 22
+  assert schedules.resolve_warmup_steps(1000, epochs=2, steps_per_epoch=11) == 22
+  assert schedules.total_steps_from_epochs(2.5, steps_per_epoch=11) == 28
   assert schedules.resolve_warmup_steps(1000) == 0
   assert schedules.scale_lr_by_batch(0.1, 1024, 256) == pytest.approx(0.4)
   assert schedules.scale_lr_by_batch(0.1, 1024, 0) == 0.1

@@ -117,3 +117,15 @@ def test_tpu_wiring_connects_only_remote_tpus(monkeypatch):
   assert ts.get_strategy("tpu", "grpc://10.0.0.2:8470", tpu_resolver_cls=Resolver) == (
       "strategy", "grpc://10.0.0.2:8470")
   assert calls == [("connect", "grpc://10.0.0.2:8470"), ("init", "grpc://10.0.0.2:8470")]
+
+
+def test_the_tpu_extra_installs_every_module_a_named_tpu_needs():
+  import ast  # pylint: disable=g-import-not-at-top
+  import pathlib  # pylint: disable=g-import-not-at-top
+  setup = pathlib.Path(__file__).resolve().parents[1] / "setup.py"
+  (call,) = [n for n in ast.walk(ast.parse(setup.read_text())) if isinstance(n, ast.Call)
+             and getattr(n.func, "attr", "") == "setup"]
+  extras = ast.literal_eval(next(k.value for k in call.keywords if k.arg == "extras_require"))
+  installed = {r.split(">")[0].split("=")[0] for r in extras["tpu"]}
+  assert sorted(tpu_lib.CLOUD_TPU_API_MODULES) == ["googleapiclient", "oauth2client"]
+  assert set(tpu_lib.CLOUD_TPU_API_MODULES.values()) <= installed

@@ -1,0 +1,140 @@
+"""The console: the live line and ETA, plain lines off a terminal, TF's chatter hidden."""
+
+import logging as std_logging
+import os
+import pty
+import re
+import select
+import sys
+import time
+
+import pytest
+from absl import logging
+
+from tests.conftest import main_env
+from trainer import console
+
+
+class _Clock:
+  def __init__(self):
+    self.now = 100.0
+
+  def __call__(self):
+    return self.now
+
+
+def _train(c, clock, step, dt, **extra):
+  clock.now += dt
+  c.train(step, {"loss": 0.5, "learning_rate": 1e-3, "examples_per_sec": 2500.0, **extra})
+
+
+def test_live_line_redraws_in_place_with_an_eta(capsys):
+  clock = _Clock()
+  c = console.Console(100, tty=True, clock=clock)
+  _train(c, clock, 10, 5.0)  # the first loop includes compilation: no ETA yet
+  _train(c, clock, 30, 2.0)  # 20 steps in 2 s: 70 steps left -> 7 s
+  c.eval(30, {"loss": 0.25, "accuracy": 0.9})
+  _train(c, clock, 50, 2.0)
+  c.close()
+  out = capsys.readouterr().out
+  assert out.startswith("\rstep 10/100  loss 0.5  lr 0.001  2.5k ex/s  ETA --\x1b[K")
+  assert "\rstep 30/100  loss 0.5  lr 0.001  2.5k ex/s  ETA 0:00:07\x1b[K\n" in out
+  assert "eval step 30/100: loss 0.25, accuracy 0.9\n" in out  # a line of its own
+  assert out.endswith("ETA 0:00:05\x1b[K\n")  # 40 steps in 4 s, 50 left
+  assert c.eta(50) == pytest.approx(5.0)
+
+
+def test_off_a_terminal_train_lines_are_absl_lines_at_a_sensible_rate(capsys):
+  clock = _Clock()
+  records = []
+  handler = std_logging.Handler()
+  handler.emit = records.append
+  std_logging.getLogger("absl").addHandler(handler)
+  verbosity = logging.get_verbosity()
+  logging.set_verbosity(logging.INFO)  # as after absl's flag parsing in trainer.main
+  try:
+    c = console.Console(1000, tty=False, log_every=30.0, clock=clock)
+    for step in range(10, 1001, 10):  # one loop a second
+      _train(c, clock, step, 1.0)
+    c.eval(1000, {"accuracy": 0.5})
+  finally:
+    logging.set_verbosity(verbosity)
+    std_logging.getLogger("absl").removeHandler(handler)
+  lines = [r.getMessage() for r in records]
+  train = [line for line in lines if line.startswith("train ")]
+  assert train[0].startswith("train step 10/1000, loss 0.5")
+  assert 3 <= len(train) <= 5  # ~100 s of loops: one line per 30 s, and the last step
+  assert train[-1].startswith("train step 1000/1000")
+  assert lines[-1] == "eval step 1000/1000: accuracy 0.5"
+  assert capsys.readouterr().out == ""  # nothing drawn off a terminal
+
+
+def test_non_chief_consoles_are_silent(capsys):
+  c = console.Console(10, enabled=False, tty=True)
+  c.train(5, {"loss": 1.0})
+  c.eval(5, {"loss": 1.0})
+  c.close()
+  assert capsys.readouterr().out == ""
+
+
+def test_startup_lines_hidden_keeps_everything_but_the_known_harmless_lines(capfd):
+  with console.startup_lines_hidden():
+    os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are "
+                b"written to STDERR\n")
+    os.write(2, b"I0000 00:00:1 1 port.cc:153] oneDNN custom operations are on. You may\n")
+    os.write(2, b"E0000 00:00:1 1 cuda_platform.cc:52] failed call to cuInit: INTERNAL\n")
+    os.write(2, b"something TF wants you to read\n")
+    os.write(2, b"To enable the following instructions: AVX2 FMA, in other operations, "
+                b"rebuild TensorFlow with the appropriate compiler flags.\n")
+    os.write(2, b"and a last line\n")
+  assert capfd.readouterr().err == "something TF wants you to read\nand a last line\n"
+  with console.startup_lines_hidden(verbose=True):
+    os.write(2, b"I0000 00:00:1 1 port.cc:153] oneDNN custom operations are on.\n")
+  assert "oneDNN" in capfd.readouterr().err
+
+
+def test_quiet_tf_passes_only_the_trainers_info_lines():
+  console.quiet_tf()
+  (f,) = [f for f in logging.get_absl_handler().filters if isinstance(f, console._OnlyOurInfo)]  # pylint: disable=protected-access
+  record = lambda path, level: std_logging.LogRecord("absl", level, path, 1, "m", (), None)  # noqa: E731
+  ours = os.path.join(os.path.dirname(console.__file__), "controller.py")
+  assert f.filter(record(ours, std_logging.INFO))
+  assert not f.filter(record("/site-packages/tensorflow/functional_saver.py", std_logging.INFO))
+  assert f.filter(record("/site-packages/tensorflow/x.py", std_logging.WARNING))
+  console.quiet_tf()
+  assert sum(isinstance(f, console._OnlyOurInfo) for f in logging.get_absl_handler().filters) == 1  # pylint: disable=protected-access
+
+
+@pytest.mark.slow
+def test_a_run_on_a_terminal_shows_the_live_line_and_no_tf_chatter(data_dir, tmp_path):
+  """trainer.main on a pseudo-terminal, as a person runs it."""
+  env = main_env()
+  env.pop("TF_CPP_MIN_LOG_LEVEL")  # as a user's shell has it: unset
+  pid, fd = pty.fork()
+  if pid == 0:  # the child: stdin, stdout and stderr are the terminal
+    os.chdir(tmp_path)
+    os.execvpe(sys.executable, [sys.executable, "-m", "trainer.main", f"--workdir={tmp_path / 'w'}",
+                                f"--config.data_dir={data_dir}", "--strategy=cpu",
+                                "--config.total_steps=120", "--config.steps_per_loop=10",
+                                "--config.eval_every=60"], env)
+  chunks, deadline = [], time.monotonic() + 300
+  while time.monotonic() < deadline:
+    if select.select([fd], [], [], 1)[0]:
+      try:
+        data = os.read(fd, 65536)
+      except OSError:  # EIO: the child closed the terminal
+        break
+      if not data:
+        break
+      chunks.append(data)
+  _, status = os.waitpid(pid, 0)
+  text = b"".join(chunks).decode(errors="replace")
+  assert os.waitstatus_to_exitcode(status) == 0, text[-3000:]
+  assert re.search(r"\rstep 20/120  loss [0-9.]+  lr [0-9.e-]+  [0-9.k]+ ex/s  ETA 0:\d\d:\d\d",
+                   text), text[-3000:]
+  assert re.search(r"eval step 60/120: loss [0-9.]+, accuracy [0-9.]+\r?\n", text)
+  assert "done: step 120" in text and "results in" in text
+  for chatter in ("functional_saver", "Sharding callback", "GeneratorDatasetOp", "UserWarning",
+                  "oneDNN custom operations", "cudart_stub", "cpu_feature_guard",
+                  "InitializeLog", "Compiled cluster using XLA", "tf_record_dataset_op"):
+    assert chatter not in text, chatter

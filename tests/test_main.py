@@ -1,0 +1,97 @@
+"""`python -m trainer.main` as a user types it: overrides that win, loops that land where
+asked, and config.json recording what was used."""
+
+import json
+import os
+import textwrap
+
+import pytest
+
+from tests.conftest import REPO, run_main
+from trainer import summaries
+
+pytestmark = pytest.mark.slow  # each test starts a trainer process (~10-30 s)
+
+
+def _plan(workdir):
+  blob = json.load(open(os.path.join(workdir, "config.json")))
+  return blob["config"], blob["plan"]
+
+
+def test_warmup_steps_on_the_command_line_replaces_the_files_warmup_fraction(data_dir,
+                                                                             tmp_path):
+  workdir = str(tmp_path / "w")
+  r = run_main(f"--workdir={workdir}", f"--config.data_dir={data_dir}", "--strategy=cpu",
+               "--config.schedule.warmup_steps=8", "--config.total_steps=40",
+               "--config.steps_per_loop=20", cwd=tmp_path)
+  assert r.returncode == 0, r.stderr
+  config, plan = _plan(workdir)
+  assert plan["warmup_steps"] == 8
+  assert config["schedule"]["warmup_steps"] == 8
+  assert config["schedule"]["warmup_fraction"] == 0.0  # the file's 0.1, cleared
+  lrs = summaries.read_scalars(workdir, "train", "learning_rate")
+  assert lrs[20] < 3e-3  # past the 8-step warmup, decaying from the peak
+
+
+def test_num_epochs_on_the_command_line_replaces_the_files_total_steps(data_dir, tmp_path):
+  workdir = str(tmp_path / "w")
+  r = run_main(f"--workdir={workdir}", f"--config.data_dir={data_dir}", "--strategy=cpu",
+               "--config.num_epochs=1", cwd=tmp_path)
+  assert r.returncode == 0, r.stderr
+  config, plan = _plan(workdir)
+  assert (config["total_steps"], config["num_epochs"]) == (0, 1.0)
+  assert plan["total_steps"] == plan["steps_per_epoch"] == 1437 // 128  # one epoch, not 600
+  assert max(summaries.read_scalars(workdir, "train", "loss")) == 11
+
+
+def test_steps_per_loop_need_not_divide_the_intervals(data_dir, tmp_path):
+  workdir = str(tmp_path / "w")
+  r = run_main(f"--workdir={workdir}", f"--config.data_dir={data_dir}", "--strategy=cpu",
+               "--config.total_steps=300", "--config.eval_every=100",
+               "--config.checkpoint_every=100", "--config.steps_per_loop=64",
+               "--config.max_checkpoints=5", cwd=tmp_path)
+  assert r.returncode == 0, r.stderr
+  # steps_per_loop is the longest host call; loops are cut to land on every eval/checkpoint.
+  assert list(summaries.read_scalars(workdir, "train", "loss")) == [64, 100, 164, 200, 264, 300]
+  assert list(summaries.read_scalars(workdir, "eval", "accuracy")) == [100, 200, 300]
+  names = sorted(f for f in os.listdir(os.path.join(workdir, "checkpoints"))
+                 if f.endswith(".index"))
+  assert names == ["ckpt-100.index", "ckpt-200.index", "ckpt-300.index"]
+
+
+@pytest.mark.parametrize("flags,named", [
+    (["--config.total_steps=100", "--config.num_epochs=2"], ("num_epochs", "total_steps")),
+    (["--config.schedule.warmup_steps=5", "--config.schedule.warmup_epochs=1"],
+     ("schedule.warmup_epochs", "schedule.warmup_steps")),
+])
+def test_two_members_of_one_group_on_the_command_line_are_refused(data_dir, tmp_path, flags,
+                                                                  named):
+  workdir = tmp_path / "w"
+  r = run_main(f"--workdir={workdir}", f"--config.data_dir={data_dir}", "--strategy=cpu",
+               *flags, cwd=tmp_path)
+  assert r.returncode == 2
+  line = r.stderr.strip().splitlines()[-1]
+  assert line.startswith(f"error: {named[0]}: given on the command line together with "
+                         f"{named[1]}"), line
+  assert "Traceback" not in r.stderr and not workdir.exists()
+
+
+def test_a_config_file_that_sets_two_members_of_a_group_is_named(data_dir, tmp_path):
+  path = tmp_path / "both.py"
+  path.write_text(textwrap.dedent(f"""
+      import sys
+      sys.path.insert(0, {REPO!r})
+      from configs import default
+      def get_config():
+        c = default.get_config()
+        c.num_epochs = 3.0  # and total_steps = 600 from the default: two lengths
+        return c
+      """))
+  workdir = tmp_path / "w"
+  r = run_main(f"--config={path}", f"--workdir={workdir}", f"--config.data_dir={data_dir}",
+               "--strategy=cpu", cwd=tmp_path)
+  assert r.returncode == 2
+  assert r.stderr.strip().splitlines()[-1] == (
+      f"error: config: {path} sets both total_steps and num_epochs; set one of total_steps, "
+      f"num_epochs (the others 0)")
+  assert not workdir.exists()
