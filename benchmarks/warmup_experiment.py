@@ -24,7 +24,6 @@ seeds), warmup_experiment.md (the table) and warmup_experiment.json; workdirs un
 <out_dir>/warmup_runs/.
 """
 
-import glob
 import json
 import math
 import os
@@ -85,18 +84,6 @@ def arm_config(arm, seed, data_dir, s):
          "schedule.hold": 0, "schedule.final_lr": 0.0})
 
 
-def scalars(workdir, split, tag):
-  """{global step: value} of one scalar in workdir/split's TensorBoard event files."""
-  out = {}
-  for path in glob.glob(os.path.join(workdir, split, "events.*")):
-    for record in tf.data.TFRecordDataset(path):
-      event = tf.compat.v1.Event.FromString(record.numpy())
-      for value in event.summary.value:
-        if value.tag == tag:
-          out[event.step] = float(tf.make_ndarray(value.tensor))
-  return dict(sorted(out.items()))
-
-
 def worst_spike(losses):
   """Largest rise of a loss curve above its lowest value so far (0 for a monotone curve)."""
   best, worst = math.inf, 0.0
@@ -110,6 +97,7 @@ def worst_spike(losses):
 def run_one(arm, seed, data_dir, settings, runs_dir, log):
   from trainer import train
   from trainer.errors import NonFiniteLossError
+  from trainer.summaries import read_scalars
   workdir = os.path.join(runs_dir, f"{arm}_seed{seed}")
   shutil.rmtree(workdir, ignore_errors=True)  # a fresh run, never a resume
   config = arm_config(arm, seed, data_dir, settings)
@@ -120,13 +108,13 @@ def run_one(arm, seed, data_dir, settings, runs_dir, log):
   except NonFiniteLossError as e:
     nonfinite = True
     log(f"  {arm} seed {seed}: {e}")
-  loss = scalars(workdir, "train", "loss")
+  loss = read_scalars(workdir, "train", "loss")
   run = {
       "arm": arm, "seed": seed, "seconds": time.perf_counter() - start,
       "nonfinite": nonfinite,
       "train_loss": loss,
-      "train_accuracy": scalars(workdir, "train", "accuracy"),
-      "learning_rate": scalars(workdir, "train", "learning_rate"),
+      "train_accuracy": read_scalars(workdir, "train", "accuracy"),
+      "learning_rate": read_scalars(workdir, "train", "learning_rate"),
       "eval_loss": result.get("loss", math.nan),
       "eval_accuracy": result.get("accuracy", math.nan),
       "worst_spike": worst_spike(list(loss.values())),
@@ -162,8 +150,8 @@ def summarise(runs):
 
 
 def table_markdown(table, settings):
-  lines = [f"| arm | runs | final eval accuracy, mean (min-max) | per seed | worst loss spike | "
-           f"max train loss | divergences | stuck at chance |", "|---|---|---|---|---|---|---|---|"]
+  lines = ["| arm | runs | final eval accuracy, mean (min-max) | per seed | worst loss spike | "
+           "max train loss | divergences | stuck at chance |", "|---|---|---|---|---|---|---|---|"]
   for arm, t in table.items():
     per_seed = ", ".join(f"{v:.3f}" for v in t["final_eval_accuracy_per_seed"].values())
     lines.append(
@@ -190,10 +178,12 @@ def _optimizer_name(settings):
 
 
 def plot(runs, path, settings):
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+  # matplotlib's object API: no global backend switch (as trainer.plot).
+  from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=g-import-not-at-top
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+  fig = Figure(figsize=(13, 3.8))
+  FigureCanvasAgg(fig)
+  axes = fig.subplots(1, 3)
   for r in runs:
     kw = dict(color=COLORS[r["arm"]], alpha=0.75, lw=1.2,
               label=r["arm"] if r["seed"] == runs[0]["seed"] else None)
@@ -216,7 +206,6 @@ def plot(runs, path, settings):
                f"{settings['seeds']}", fontsize=10)
   fig.tight_layout()
   fig.savefig(path, dpi=80)
-  plt.close(fig)
 
 
 def main(argv):
