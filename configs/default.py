@@ -16,9 +16,16 @@ import ml_collections
 def get_config() -> ml_collections.ConfigDict:
   """Returns the base config. Every other config starts from this one."""
   c = ml_collections.ConfigDict()
-  c.dataset = "digits"  # any TFDS image-classification name, 'digits' (offline), 'synthetic'
+  # Any TFDS image-classification name, 'digits' (offline), 'synthetic', 'folder:PATH' (one
+  # sub-directory of images per class), or 'package.module:function' (your own arrays).
+  c.dataset = "digits"
   c.data_dir = ""  # TFDS data_dir; '' = TFDS default (~/tensorflow_datasets). May be gs://.
+  c.image_size = 0  # resize images to this square side; 0 = the dataset's own (folder: 64)
+  c.eval_fraction = 0.2  # folder: without train/ and test/: held out per class, fixed split
+  # A registered name (small_cnn, mlp, resnet50, efficientnetv2b0, @models.register'ed ones)
+  # or 'package.module:function' returning a keras.Model.
   c.model = "small_cnn"
+  c.task = "classification"  # classification | regression | 'package.module:TaskClass'
   c.global_batch_size = 128  # summed over all replicas
   c.total_steps = 600  # global steps; 0 = derive from num_epochs
   c.num_epochs = 0.0  # used only when total_steps == 0

@@ -9,6 +9,7 @@ import pytest
 from tests.conftest import cpu, mirrored, small_run
 from trainer import build, data, train
 from trainer import config as config_lib
+from trainer import task as task_lib
 from trainer.compat import keras
 from trainer.errors import ConfigError
 
@@ -31,7 +32,8 @@ def test_device_input_mode_refuses_several_replicas(data_dir, tmp_path):
 def test_every_strategy_starts_from_the_same_weights_and_a_trainer_trains(data_dir):
   config = small_run(data_dir, model="mlp")
   one, two = _parts(config, cpu()), _parts(config, mirrored(2))
-  assert one.model is one.task.model and one.optimizer is one.task.optimizer
+  assert one.model is one.learner.model and one.optimizer is one.learner.optimizer
+  assert isinstance(one.task, task_lib.Classification) and one.learner.task is one.task
   assert one.compile_plan.device_input and not two.compile_plan.device_input
   for a, b in zip(one.model.get_weights(), two.model.get_weights()):
     np.testing.assert_array_equal(a, b)  # seeded with config.seed before building

@@ -230,8 +230,8 @@ def test_nonfinite_loss_stops_without_checkpointing(data_dir, tmp_path):
 
 def test_nonfinite_loss_after_good_checkpoints_keeps_them(partial, data_dir, monkeypatch):
   before = tree(ckpt_dir(partial))
-  real = task.ClassificationTask._per_example_loss
-  monkeypatch.setattr(task.ClassificationTask, "_per_example_loss",
+  real = task.Classification.per_example_loss
+  monkeypatch.setattr(task.Classification, "per_example_loss",
                       lambda self, labels, logits: real(self, labels, logits) * np.nan)
   with pytest.raises(NonFiniteLossError, match="global step 20"):
     train.train_and_evaluate(checkpointed_run(data_dir), partial, cpu())

@@ -193,10 +193,17 @@ def test_unknown_model_names_the_allowed_values():
       "model: unknown 'x'; allowed: small_cnn, mlp, resnet50, efficientnetv2b0")
 
 
-@pytest.mark.parametrize("num_classes", [1, 0, -3, 2.5, True, "10", None])
+@pytest.mark.parametrize("num_classes", [0, -3, 2.5, True, "10", None])
 def test_bad_num_classes(num_classes):
-  with pytest.raises(ConfigError, match=r"^num_classes: must be an integer >= 2, got "):
+  with pytest.raises(ConfigError, match=r"^num_classes: must be an integer >= 1, got "):
     models.build_model("mlp", num_classes, (8, 8, 1))
+
+
+def test_mlp_takes_feature_vectors_and_one_output_for_regression():
+  model = models.build_model("mlp", 1, (10,))
+  assert model.input_shape == (None, 10) and model.output_shape == (None, 1)
+  with pytest.raises(ConfigError, match=r"^input_shape: must be an integer >= 1"):
+    models.build_model("mlp", 1, (10, 0))
 
 
 @pytest.mark.parametrize("image_shape", [(8, 8), (8, 8, 0), (8, 8, 1, 1), None, (8.0, 8, 1),

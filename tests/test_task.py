@@ -11,8 +11,10 @@ import tensorflow as tf
 from tests.conftest import cpu, iterations, mirrored, model_weights, small_run
 from trainer import config as config_lib
 from trainer import schedules, train
+from trainer import learner as learner_lib
 from trainer import task as task_lib
 from trainer.compat import keras
+from trainer.errors import ConfigError
 from trainer.summaries import read_scalars
 
 
@@ -44,7 +46,8 @@ def _task(global_batch_size, lr=1.0):
   model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4)])
   optimizer = keras.optimizers.SGD(lr)
   optimizer.build(model.trainable_variables)
-  return task_lib.ClassificationTask(model, optimizer, global_batch_size)
+  return learner_lib.Learner(model, optimizer, task_lib.Classification(), global_batch_size,
+                             num_outputs=4)
 
 
 _IMAGES = np.arange(12, dtype=np.float32).reshape(4, 3) / 10
@@ -80,3 +83,40 @@ def test_eval_padding_has_no_weight():
   train = {k: float(v) for k, v in t.train_sums.result().items()}
   assert train["examples"] == 4  # every training example counts
   assert train["loss"] == pytest.approx(per_example.mean(), rel=1e-5)
+
+
+def test_regression_metrics_from_sums_match_scikit_learn_over_uneven_batches():
+  from sklearn import metrics  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  y, p = rng.normal(size=(37, 2)).astype(np.float32), rng.normal(size=(37, 2)).astype(np.float32)
+  task = task_lib.Regression()
+  totals = {"loss": 0.0, "count": 0.0}
+  for lo, hi in ((0, 10), (10, 11), (11, 37)):  # batches, as replicas and loops split them
+    w = np.ones(hi - lo, np.float32)
+    sums = task.metric_sums(tf.constant(y[lo:hi]), tf.constant(p[lo:hi]), tf.constant(w))
+    for k, v in sums.items():
+      totals[k] = totals.get(k, 0.0) + v.numpy()
+    totals["loss"] += float(tf.reduce_sum(task.per_example_loss(y[lo:hi], p[lo:hi])))
+    totals["count"] += hi - lo
+  got = task.summarize(totals)
+  assert got["mse"] == pytest.approx(metrics.mean_squared_error(y, p), rel=1e-5)
+  assert got["mae"] == pytest.approx(metrics.mean_absolute_error(y, p), rel=1e-5)
+  assert got["r2"] == pytest.approx(metrics.r2_score(y, p), rel=1e-4)
+  assert got["loss"] == pytest.approx(got["mse"], rel=1e-5)
+  assert task.serving_outputs(tf.constant(p)).numpy().tolist() == p.tolist()
+
+
+def test_tasks_check_their_data():
+  from trainer.data import DatasetInfo  # pylint: disable=g-import-not-at-top
+  images = DatasetInfo("d", 10, (8, 8, 1), 10, 10)
+  targets = DatasetInfo("t", 0, (10,), 10, 10, input_dtype="float32", label_dtype="float32")
+  task_lib.Classification().check_data(images)
+  task_lib.Regression().check_data(targets)
+  assert task_lib.Classification().num_outputs(images) == 10
+  assert task_lib.Regression().num_outputs(targets) == 1
+  with pytest.raises(ConfigError, match=r"^task: 'classification' needs int32 class labels"):
+    task_lib.Classification().check_data(targets)
+  with pytest.raises(ConfigError, match=r"^task: 'regression' needs float32 targets"):
+    task_lib.Regression().check_data(images)
+  probabilities = task_lib.Classification().serving_outputs(tf.constant([[0.0, np.log(3.0)]]))
+  np.testing.assert_allclose(probabilities.numpy(), [[0.25, 0.75]], rtol=1e-6)

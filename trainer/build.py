@@ -20,8 +20,10 @@ import tensorflow as tf
 
 from trainer import compile_plan as compile_plan_lib
 from trainer import data, loop, models, schedules
+from trainer import learner as learner_lib
 from trainer import task as task_lib
 from trainer.compat import keras
+from trainer.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,16 +36,17 @@ class Parts:
   plan: object  # config.Plan: the run in global steps
   policy: str  # the Keras dtype policy the model was built under
   compile_plan: compile_plan_lib.CompilePlan
-  task: task_lib.ClassificationTask
+  task: task_lib.Task  # what the model is trained to do
+  learner: learner_lib.Learner  # the task on the model and optimizer: the step functions
   schedule: object  # the optimizer's learning rate: a schedule (or a float)
 
   @property
   def model(self):
-    return self.task.model
+    return self.learner.model
 
   @property
   def optimizer(self):
-    return self.task.optimizer
+    return self.learner.optimizer
 
 
 def precision_policy(name, strategy) -> str:
@@ -86,7 +89,7 @@ def device_input_possible(info, strategy) -> bool:
 
 
 def build(config, strategy, info, plan, policy, schedule=None) -> Parts:
-  """Model, optimizer, task and compile plan, inside the strategy's scope.
+  """Task, model, optimizer, learner and compile plan (the model inside the strategy's scope).
 
   Call it under `global_policy(policy)`. Seeds Keras with `config.seed` first, so every
   strategy starts from the same initial weights.
@@ -99,9 +102,15 @@ def build(config, strategy, info, plan, policy, schedule=None) -> Parts:
     policy: `precision_policy(...)`.
     schedule: the optimizer's learning rate; default the plan's `WarmupCosineDecay`.
   """
+  task = task_lib.get_task(config.task)
+  task.check_data(info)
+  if config.augment and not info.is_image:
+    raise ConfigError(f"augment: dataset {info.name!r} has {info.input_dtype} inputs of shape "
+                      f"{info.input_shape}, not uint8 images; set augment=False")
+  num_outputs = task.num_outputs(info)
   keras.utils.set_random_seed(config.seed)
   with strategy.scope():
-    model = models.build_model(config.model, info.num_classes, info.image_shape)
+    model = models.build(config.model, info.input_shape, num_outputs)
     if schedule is None:
       schedule = schedules.WarmupCosineDecay(**plan.schedule_kwargs())
     optimizer = build_optimizer(config.optimizer, schedule)
@@ -112,9 +121,9 @@ def build(config, strategy, info, plan, policy, schedule=None) -> Parts:
         strategy, jit_compile=config.jit_compile,
         has_convolutions=models.has_convolutions(model), input_mode=config.input_mode,
         device_input_possible=device_input_possible(info, strategy))
-    task = task_lib.ClassificationTask(model, optimizer, config.global_batch_size,
-                                       jit_gradients=compiled.gradients)
-  return Parts(config, strategy, info, plan, policy, compiled, task, schedule)
+    learner = learner_lib.Learner(model, optimizer, task, config.global_batch_size, num_outputs,
+                                  jit_gradients=compiled.gradients)
+  return Parts(config, strategy, info, plan, policy, compiled, task, learner, schedule)
 
 
 def make_trainer(parts: Parts, start_step: int = 0) -> loop.Trainer:
@@ -133,5 +142,5 @@ def make_trainer(parts: Parts, start_step: int = 0) -> loop.Trainer:
                                             c.augment, jit=c.jit_compile,
                                             start_step=start_step))
   eval_dataset = data.make_eval_dataset(info, strategy, c.global_batch_size, c.seed)
-  return loop.Trainer(strategy, parts.task, parts.compile_plan, eval_dataset,
+  return loop.Trainer(strategy, parts.learner, parts.compile_plan, eval_dataset,
                       batch_fn=batch_fn, iterator=iterator)

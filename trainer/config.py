@@ -79,6 +79,11 @@ def check(config):
                       f"got {config.dataset!r}")
   if not isinstance(config.model, str) or not config.model:
     raise ConfigError(f"model: must be a model name, got {config.model!r}")
+  if not isinstance(config.task, str) or not config.task:
+    raise ConfigError(f"task: must be a task name, got {config.task!r}")
+  _int(config, "image_size", 0)
+  if not 0 < _number(config, "eval_fraction") < 1:
+    raise ConfigError(f"eval_fraction: must be in (0, 1), got {config.eval_fraction!r}")
   _int(config, "global_batch_size", 1)
   total = _int(config, "total_steps", 0)
   if total == 0 and not _number(config, "num_epochs") > 0:

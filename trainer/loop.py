@@ -97,49 +97,49 @@ class Trainer:
 
   Args:
     strategy: the run's strategy.
-    task: the task (`train_step`, `eval_step`, sums, `optimizer.iterations`).
+    learner: a `learner.Learner` (`train_step`, `eval_step`, sums, `optimizer.iterations`).
     compile_plan: a `compile_plan.CompilePlan`.
     eval_dataset: a distributed dataset, one pass of the held-out split.
     batch_fn: with device-resident input, global step -> batch.
     iterator: otherwise, the distributed training iterator.
   """
 
-  def __init__(self, strategy, task, compile_plan, eval_dataset, *, batch_fn=None,
+  def __init__(self, strategy, learner, compile_plan, eval_dataset, *, batch_fn=None,
                iterator=None):
-    self.task = task
+    self.learner = learner
     self._eval_dataset = eval_dataset
     if compile_plan.device_input:
-      loop = make_device_train_loop(strategy, task.train_step, batch_fn,
-                                    task.optimizer.iterations,
+      loop = make_device_train_loop(strategy, learner.train_step, batch_fn,
+                                    learner.optimizer.iterations,
                                     whole_loop_xla=compile_plan.whole_loop,
                                     jit_draw=compile_plan.draw)
       self._run = lambda n: loop(tf.constant(n))
     else:
-      loop = make_train_loop(strategy, task.train_step, compile_plan.step)
+      loop = make_train_loop(strategy, learner.train_step, compile_plan.step)
       self._run = lambda n: loop(iterator, tf.constant(n))
     self._loop = loop
-    self._eval_loop = make_eval_loop(strategy, task.eval_step, compile_plan.step)
+    self._eval_loop = make_eval_loop(strategy, learner.eval_step, compile_plan.step)
 
   def tracing_count(self) -> int:
     """How often the training loop was traced: 1 however many loop lengths ran (tested)."""
     return self._loop.experimental_get_tracing_count()
 
   def global_step(self) -> int:
-    return int(self.task.optimizer.iterations.numpy())  # int() alone fails on mirrored vars
+    return int(self.learner.optimizer.iterations.numpy())  # int() alone fails on mirrored vars
 
   def train(self, num_steps) -> dict:
     """Runs `num_steps` global steps; returns their mean train metrics (a host read)."""
-    self.task.train_sums.reset()
+    self.learner.train_sums.reset()
     with hooks.point("loop"):
       self._run(num_steps)
-    return _floats(self.task.train_sums.result())
+    return _floats(self.learner.train_sums.result())
 
   def evaluate(self) -> dict:
     """One pass over the eval split; returns its metrics."""
     with hooks.point("eval"):
-      self.task.eval_sums.reset()
+      self.learner.eval_sums.reset()
       self._eval_loop(self._eval_dataset)
-      return _floats(self.task.eval_sums.result())
+      return _floats(self.learner.eval_sums.result())
 
 
 def _floats(sums):

@@ -15,7 +15,9 @@ a side shorter than 32 is first upsampled (bilinear `Resizing`) to 32; larger si
 Weights are always randomly initialised: no pretrained weights are downloaded.
 """
 
-from trainer import validate
+import numpy as np
+
+from trainer import plugins, validate
 from trainer.compat import keras
 from trainer.errors import ConfigError
 
@@ -96,19 +98,92 @@ _BODIES = {"small_cnn": _small_cnn, "mlp": _mlp,
            "efficientnetv2b0": _efficientnetv2b0}
 assert tuple(_BODIES) == MODELS
 
+# Model functions registered with `register` (built-ins are looked up in _BODIES first).
+_REGISTRY = {}
+
+
+def register(name):
+  """Registers a model function under `name`, so `config.model = name` builds it.
+
+    @trainer.models.register("my_net")
+    def my_net(input_shape, num_outputs):
+      return keras.Sequential([...])
+
+  The function gets what the data says about itself: `input_shape` (one example's shape,
+  e.g. (height, width, channels) of float32 images in [0, 1], or (features,)) and
+  `num_outputs` (classes for classification, targets for regression), and returns a Keras
+  model (functional, Sequential or a subclassed `keras.Model`) whose outputs are
+  [batch, num_outputs] logits or values. It is called inside `strategy.scope()` under the
+  run's dtype policy.
+  """
+  if not isinstance(name, str) or not name or name in MODELS or ":" in name:
+    raise ConfigError(f"model: cannot register {name!r}: give a new name without ':' (taken: "
+                      f"{', '.join(MODELS)})")
+
+  def decorate(fn):
+    _REGISTRY[name] = fn
+    return fn
+
+  return decorate
+
+
+def resolve(name):
+  """The function `config.model` names: a registered name, or `package.module:function`.
+
+  Returns:
+    A function `(input_shape, num_outputs) -> keras.Model`.
+
+  Raises:
+    ConfigError: unknown name, a module that does not import, or no such function.
+  """
+  if not isinstance(name, str) or not name:
+    raise ConfigError(f"model: must be a model name or package.module:function, got {name!r}")
+  if name in _BODIES:
+    return lambda input_shape, num_outputs: build_model(name, num_outputs, input_shape)
+  if name in _REGISTRY:
+    return _REGISTRY[name]
+  if ":" not in name:
+    raise ConfigError(f"model: unknown {name!r}; allowed: "
+                      f"{', '.join((*MODELS, *_REGISTRY))}, or package.module:function")
+  return plugins.load_function("model", name)
+
 
 def check_name(name):
-  """Returns `name` if it is a model this registry builds; else ConfigError naming the field."""
-  return validate.choice("model", name, MODELS)
+  """Returns `name` if `resolve` finds its function; else ConfigError naming the field."""
+  resolve(name)
+  return name
+
+
+def build(name, input_shape, num_outputs):
+  """Builds the model `name` resolves to (call it inside `strategy.scope()`), checked.
+
+  Subclassed models are called once on zeros so their variables exist before the optimizer
+  and the checkpoint need them.
+
+  Raises:
+    ConfigError: the function did not return a Keras model, or one with the wrong outputs.
+  """
+  model = resolve(name)(input_shape=tuple(input_shape), num_outputs=num_outputs)
+  if not isinstance(model, keras.Model):
+    raise ConfigError(f"model: {name!r} returned {type(model).__name__}, not a keras.Model")
+  try:
+    shape = tuple(model.output_shape)  # functional and Sequential models
+  except (AttributeError, ValueError, RuntimeError):  # subclassed: build it by calling it
+    shape = (None, *model(np.zeros((1, *input_shape), np.float32), training=False).shape[1:])
+  if len(shape) != 2 or shape[-1] != num_outputs:
+    raise ConfigError(f"model: {name!r} outputs shape {shape}; the task needs "
+                      f"(None, {num_outputs}) for inputs of shape {tuple(input_shape)}")
+  return model
 
 
 def build_model(name, num_classes, image_shape):
-  """Builds a classifier by name. Call it inside `strategy.scope()`.
+  """Builds a built-in classifier by name. Call it inside `strategy.scope()`.
 
   Args:
     name: one of `MODELS`.
-    num_classes: number of output logits, >= 2.
-    image_shape: (height, width, channels) of the float32 input images, values in [0, 1].
+    num_classes: number of outputs (logits, or regression targets), >= 1.
+    image_shape: (height, width, channels) of the float32 input images, values in [0, 1]
+      (`mlp` also takes feature vectors of any shape).
 
   Returns:
     An uncompiled `keras.Model` named `name`, mapping [batch, *image_shape] float32 images to
@@ -117,9 +192,12 @@ def build_model(name, num_classes, image_shape):
   Raises:
     ConfigError: for an unknown or unavailable model name, or a bad num_classes/image_shape.
   """
-  body = _BODIES[check_name(name)]
-  num_classes = validate.integer("num_classes", num_classes, 2)
-  image_shape = _check_image_shape(image_shape)
+  body = _BODIES[validate.choice("model", name, MODELS)]
+  num_classes = validate.integer("num_classes", num_classes, 1)
+  if name == "mlp" and isinstance(image_shape, (tuple, list)) and len(image_shape) != 3:
+    image_shape = tuple(validate.integer("input_shape", d, 1) for d in image_shape)  # features
+  else:
+    image_shape = _check_image_shape(image_shape)
   inputs = keras.Input(shape=image_shape, dtype="float32", name="images")
   return keras.Model(inputs, body(inputs, num_classes), name=name)
 

@@ -26,10 +26,15 @@ from trainer import schedules, summaries
 from trainer.errors import ConfigError, exit_on_error
 
 _PHASE_COLOURS = {"warmup": "#fde0c5", "hold": "#d7ecd9", "decay": "#dbe4f3"}
-# Panels of a run's picture: (split, tag) pairs drawn on one axis each.
-_CURVES = (("loss", (("train", "loss"), ("eval", "loss"))),
-           ("accuracy", (("train", "accuracy"), ("eval", "accuracy"))),
-           ("learning rate", (("train", "learning_rate"),)))
+
+
+def _panels(workdir):
+  """A run's picture: loss, then each metric its task reports (accuracy; mse, mae, r2), then
+  the learning rate; each panel (title, [(split, tag), ...])."""
+  metrics = sorted({tag for tag, _, _ in summaries.read_events(workdir, "eval")} - {"loss"})
+  return ([("loss", (("train", "loss"), ("eval", "loss")))]
+          + [(m, (("train", m), ("eval", m))) for m in metrics]
+          + [("learning rate", (("train", "learning_rate"),))])
 
 
 def _figure(width, height):
@@ -83,26 +88,28 @@ def plot_runs(workdirs, path=None, labels=None):
     labels: one legend name per workdir (default: the directory names).
 
   Returns:
-    The matplotlib Figure: one panel each for loss, accuracy and learning rate.
+    The matplotlib Figure: one panel each for the loss, the task's metrics (those of the
+    first run) and the learning rate.
 
   Raises:
     ConfigError: a workdir has no TensorBoard history.
   """
   labels = labels or [os.path.basename(os.path.normpath(w)) for w in workdirs]
-  fig = _figure(12, 3.6)
-  axes = fig.subplots(1, len(_CURVES))
+  panels = _panels(workdirs[0])
+  fig = _figure(4 * len(panels), 3.6)
+  axes = fig.subplots(1, len(panels))
   for workdir, label in zip(workdirs, labels):
     if not summaries.read_scalars(workdir, "train", "loss"):
       raise ConfigError(f"workdir: {workdir!r} has no training history (no "
                         f"{os.path.join(workdir, 'train')} events); give a run's workdir")
-    for ax, (_, series) in zip(axes, _CURVES):
+    for ax, (_, series) in zip(axes, panels):
       for split, tag in series:
         points = summaries.read_scalars(workdir, split, tag)
         if points:
           ax.plot(list(points), list(points.values()), marker="." if split == "eval" else None,
                   linestyle="--" if split == "eval" else "-",
                   label=f"{label} {split}" if len(series) > 1 else label)
-  for ax, (title, _) in zip(axes, _CURVES):
+  for ax, (title, _) in zip(axes, panels):
     ax.set_title(title)
     ax.set_xlabel("global step")
     ax.grid(alpha=0.3)
@@ -133,7 +140,8 @@ def _config_schedule(path):
   examples = 1  # only epoch-based durations need the dataset's size
   if not config.total_steps or config.schedule.warmup_epochs:
     from trainer import data  # pylint: disable=g-import-not-at-top
-    examples = data.get_dataset_info(config.dataset, config.data_dir).num_train_examples
+    examples = data.get_dataset_info(config.dataset, config.data_dir, config.image_size,
+                                     config.eval_fraction).num_train_examples
   return config_lib.resolve(config, examples, num_replicas=1).schedule_kwargs()
 
 

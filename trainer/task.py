@@ -1,98 +1,178 @@
-"""Image classification: loss, gradient step and metrics, per replica.
+"""Tasks: what a model is trained to do. `config.task` names one.
 
-The task knows the model and the optimizer but not the loop: `train_step` and `eval_step` run
-in a replica context (inside `strategy.run`), once per step, and only update variables.
-Metrics are sums in sync-on-read variables, so reading them (at a loop boundary, in the
-cross-replica context) adds up every replica, and nothing is read inside the loop.
+A task is a small object (subclass `Task`; `config.task = 'package.module:MyTask'` for your
+own) that says, for one batch on one replica:
+
+  per_example_loss(labels, outputs) -> float32 [b]       the loss to minimise, per example
+  metric_sums(labels, outputs, weights) -> {name: sum}    weighted sums over the batch, of the
+                                                          shapes `sum_shapes` gives; they add
+                                                          up across replicas and batches
+  summarize(totals) -> {name: float}                      the eval/train metrics from the summed
+                                                          totals (`loss` and `count` included)
+  serving_outputs(outputs) -> tensor                      what the exported model returns,
+                                                          under the key `serving_key`
+  outputs_from_serving(served) -> outputs                 back to what the loss and metrics
+                                                          take (`trainer.evaluate --export`)
+
+and, about the data: `num_outputs(info)` (the model's output width) and `check_data(info)`
+(a ConfigError if the dataset cannot be this task's). `best` names the eval metric the end
+summary reports the best of. Everything runs inside the compiled step except `summarize`,
+which runs on the host once per loop, so sums (not means) are what cross replicas.
 """
 
 import tensorflow as tf
 
+from trainer import plugins
+from trainer.compat import keras
+from trainer.errors import ConfigError
+
+TASKS = ("classification", "regression")
 
 
-def _sum_variable(name):
-  return tf.Variable(0.0, name=name, trainable=False, dtype=tf.float32,
-                     synchronization=tf.VariableSynchronization.ON_READ,
-                     aggregation=tf.VariableAggregation.SUM)
+class Task:
+  """The interface. Subclasses override what differs; see the module docstring."""
+
+  name = "task"
+  best = ("loss", "min")  # (eval metric, 'max' | 'min') the end summary reports the best of
+  serving_key = "outputs"  # the output name of the exported serving signature
+
+  def num_outputs(self, info) -> int:
+    raise NotImplementedError
+
+  def check_data(self, info) -> None:
+    """Raises ConfigError if `info` (a data.DatasetInfo) cannot be this task's data."""
+
+  def sum_shapes(self, num_outputs) -> dict:
+    """{name: shape} of the sums `metric_sums` returns (besides `loss` and `count`)."""
+    return {}
+
+  def per_example_loss(self, labels, outputs):
+    raise NotImplementedError
+
+  def metric_sums(self, labels, outputs, weights) -> dict:
+    return {}
+
+  def summarize(self, totals) -> dict:
+    """Host side: {metric: float} from the summed totals (floats or NumPy arrays)."""
+    return {"loss": totals["loss"] / max(totals["count"], 1.0)}
+
+  def serving_outputs(self, outputs):
+    return outputs
+
+  def outputs_from_serving(self, served):
+    """Outputs that give the same loss and metrics as those `serving_outputs` made `served`
+    from (override it with `serving_outputs`)."""
+    return served
+
+  def keras_loss(self):
+    """The same loss as a Keras loss, for `model.compile` of the exported model."""
+    raise NotImplementedError
 
 
-class _Sums:
-  """Weighted loss sum, correct count and example count; read as mean loss and accuracy."""
+class Classification(Task):
+  """Softmax cross-entropy on int32 class ids; reports loss and accuracy; exports probabilities."""
 
-  def __init__(self, prefix):
-    self.loss, self.correct, self.count = (
-        _sum_variable(f"{prefix}_{n}") for n in ("loss_sum", "correct", "count"))
+  name = "classification"
+  best = ("accuracy", "max")
+  serving_key = "probabilities"
 
-  def update(self, per_example_loss, logits, labels, weights):
-    hits = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels), tf.float32)
-    self.loss.assign_add(tf.reduce_sum(per_example_loss * weights))
-    self.correct.assign_add(tf.reduce_sum(hits * weights))
-    self.count.assign_add(tf.reduce_sum(weights))
+  def num_outputs(self, info):
+    return info.num_classes
 
-  def reset(self):
-    for v in (self.loss, self.correct, self.count):
-      v.assign(0.0)
+  def check_data(self, info):
+    if info.label_dtype != "int32" or info.label_shape or info.num_classes < 2:
+      raise ConfigError(f"task: 'classification' needs int32 class labels and >= 2 classes; "
+                        f"dataset {info.name!r} has {info.label_dtype} labels of shape "
+                        f"{info.label_shape} and {info.num_classes} classes (try "
+                        f"task=regression)")
 
-  def result(self):
-    count = tf.maximum(self.count.read_value(), 1.0)
-    return {"loss": self.loss.read_value() / count,
-            "accuracy": self.correct.read_value() / count,
-            "examples": self.count.read_value()}
+  def sum_shapes(self, num_outputs):
+    return {"correct": ()}
+
+  def per_example_loss(self, labels, outputs):
+    return tf.nn.sparse_softmax_cross_entropy_with_logits(labels, tf.cast(outputs, tf.float32))
+
+  def metric_sums(self, labels, outputs, weights):
+    hits = tf.equal(tf.argmax(outputs, -1, output_type=tf.int32), labels)
+    return {"correct": tf.reduce_sum(tf.cast(hits, tf.float32) * weights)}
+
+  def summarize(self, totals):
+    count = max(totals["count"], 1.0)
+    return {"loss": totals["loss"] / count, "accuracy": totals["correct"] / count}
+
+  def serving_outputs(self, outputs):
+    return tf.nn.softmax(tf.cast(outputs, tf.float32), axis=-1)
+
+  def outputs_from_serving(self, served):
+    # log p as logits: softmax(log p) = p, so the loss is -log p[label] (p clamped at the
+    # smallest normal float32, so a probability that underflowed to 0 costs 87.3, not inf).
+    return tf.math.log(tf.maximum(tf.cast(served, tf.float32), 1.17549435e-38))
+
+  def keras_loss(self):
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
-class ClassificationTask:
-  """Softmax cross-entropy on integer labels, mean over the *global* batch.
+class Regression(Task):
+  """Mean squared error on float32 targets; reports MSE, MAE and R^2 (averaged over targets,
+  as scikit-learn's r2_score); exports the predictions."""
 
-  Build it inside `strategy.scope()`.
+  name = "regression"
+  best = ("r2", "max")
+  serving_key = "predictions"
 
-  Args:
-    model: a Keras model from images to float32 logits.
-    optimizer: a Keras optimizer (optionally a LossScaleOptimizer for mixed_float16); its
-      `iterations` is the global step.
-    global_batch_size: examples per global step, summed over replicas. Each replica's loss is
-      its sum divided by this, so the all-reduced gradient is the global-batch mean.
-    jit_gradients: XLA-compile the forward and backward pass on its own. For strategies whose
-      gradient all-reduce cannot sit inside an XLA cluster, the loop compiles only this part.
-  """
+  def num_outputs(self, info):
+    return max(1, int(tf.TensorShape(info.label_shape).num_elements() or 1))
 
-  def __init__(self, model, optimizer, global_batch_size, jit_gradients=False):
-    self.model = model
-    self.optimizer = optimizer
-    self.global_batch_size = global_batch_size
-    self.train_sums = _Sums("train")
-    self.eval_sums = _Sums("eval")
-    self._gradients = (tf.function(self._compute_gradients, jit_compile=True)
-                       if jit_gradients else self._compute_gradients)
+  def check_data(self, info):
+    if info.label_dtype != "float32" or len(info.label_shape) > 1:
+      raise ConfigError(f"task: 'regression' needs float32 targets of shape () or (k,); "
+                        f"dataset {info.name!r} has {info.label_dtype} labels of shape "
+                        f"{info.label_shape} (try task=classification)")
 
-  def _per_example_loss(self, labels, logits):
-    return tf.nn.sparse_softmax_cross_entropy_with_logits(labels, tf.cast(logits, tf.float32))
+  def sum_shapes(self, num_outputs):
+    return {name: (num_outputs,) for name in ("squared_error", "abs_error", "y", "y2")}
 
-  def _compute_gradients(self, images, labels):
-    variables = self.model.trainable_variables
-    with tf.GradientTape() as tape:
-      logits = self.model(images, training=True)
-      per_example = self._per_example_loss(labels, logits)
-      loss = tf.nn.compute_average_loss(per_example, global_batch_size=self.global_batch_size)
-      if self.model.losses:
-        loss += tf.nn.scale_regularization_loss(tf.add_n(self.model.losses))
-      if hasattr(self.optimizer, "scale_loss"):  # Keras 3 LossScaleOptimizer (and no-op)
-        loss = self.optimizer.scale_loss(loss)
-      elif hasattr(self.optimizer, "get_scaled_loss"):  # tf_keras LossScaleOptimizer
-        loss = self.optimizer.get_scaled_loss(loss)
-    grads = tape.gradient(loss, variables)
-    if hasattr(self.optimizer, "get_unscaled_gradients"):
-      grads = self.optimizer.get_unscaled_gradients(grads)
-    return grads, per_example, logits
+  def _targets(self, labels, outputs):
+    outputs = tf.cast(outputs, tf.float32)
+    return tf.reshape(tf.cast(labels, tf.float32), tf.shape(outputs)), outputs
 
-  def train_step(self, batch):
-    """One global step's share on this replica: gradients, update, metric sums."""
-    images, labels = batch
-    grads, per_example, logits = self._gradients(images, labels)
-    self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
-    self.train_sums.update(per_example, logits, labels, tf.ones_like(per_example))
+  def per_example_loss(self, labels, outputs):
+    y, p = self._targets(labels, outputs)
+    return tf.reduce_mean(tf.square(p - y), axis=-1)
 
-  def eval_step(self, batch):
-    """Adds one padded eval batch to the eval sums (padding has weight 0)."""
-    images, labels, weights = batch
-    logits = self.model(images, training=False)
-    self.eval_sums.update(self._per_example_loss(labels, logits), logits, labels, weights)
+  def metric_sums(self, labels, outputs, weights):
+    y, p = self._targets(labels, outputs)
+    w = weights[:, None]
+    return {"squared_error": tf.reduce_sum(tf.square(p - y) * w, 0),
+            "abs_error": tf.reduce_sum(tf.abs(p - y) * w, 0),
+            "y": tf.reduce_sum(y * w, 0), "y2": tf.reduce_sum(tf.square(y) * w, 0)}
+
+  def summarize(self, totals):
+    n = max(totals["count"], 1.0)
+    sse, y, y2 = totals["squared_error"], totals["y"], totals["y2"]
+    sst = y2 - y * y / n  # the targets' sum of squares about their mean
+    r2 = [1.0 - e / t if t > 0 else 0.0 for e, t in zip(sse, sst)]
+    return {"loss": totals["loss"] / n, "mse": float(sse.mean()) / n,
+            "mae": float(totals["abs_error"].mean()) / n, "r2": sum(r2) / len(r2)}
+
+  def keras_loss(self):
+    return keras.losses.MeanSquaredError()
+
+
+def get_task(name) -> Task:
+  """The task `config.task` names: 'classification', 'regression' or package.module:Class."""
+  if name == "classification":
+    return Classification()
+  if name == "regression":
+    return Regression()
+  if not plugins.is_import_path(name):
+    raise ConfigError(f"task: unknown {name!r}; allowed: {', '.join(TASKS)}, or "
+                      f"package.module:TaskClass")
+  cls = plugins.load_function("task", name)
+  task = cls()
+  missing = [m for m in ("per_example_loss", "num_outputs")
+             if getattr(type(task), m, None) is getattr(Task, m)]
+  if not isinstance(task, Task) or missing:
+    raise ConfigError(f"task: {name!r} must subclass trainer.task.Task and define "
+                      f"per_example_loss and num_outputs (missing: {', '.join(missing) or '-'})")
+  return task

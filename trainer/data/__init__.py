@@ -23,7 +23,8 @@ Images of variable size (e.g. imagenet2012) are resized to RESIZE_TO (aspect rat
 
 Modules: `info` (names, metadata, the cached TFDS builder), `sampling` (which example where),
 `augment` (pixel ops), `in_memory` and `streaming` (the per-pipeline datasets), `pipelines`
-(the public factories), `digits` (the offline builder, registered on import). The constants
+(the public factories), `digits` (the offline builder, registered on import), `folder`
+(`folder:PATH`, a directory of images per class, decoded into memory once). The constants
 re-exported here are copies: to change one, set it on its own module (e.g. `info`).
 """
 

@@ -37,7 +37,9 @@ def gather_augmented(images, idx, seed, positions, flip):
 
 
 def to_float(images):
-  """uint8 images as float32 in [0, 1]."""
+  """uint8 images as float32 in [0, 1]; other inputs (float features) as float32, unscaled."""
+  if images.dtype != tf.uint8:
+    return tf.cast(images, tf.float32)
   # A multiply, not `/ 255`: XLA rewrites the division into this, and the tf.data path and a
   # compiled loop calling `batch_at` must produce identical bits.
   return tf.cast(images, tf.float32) * (1.0 / 255.0)

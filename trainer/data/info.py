@@ -14,6 +14,7 @@ import math
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from trainer import plugins
 from trainer.data import digits  # noqa: F401  (registers the 'digits' TFDS builder)
 from trainer.errors import ConfigError
 
@@ -26,21 +27,46 @@ NO_FLIP = frozenset({"digits", "mnist", "emnist", "kmnist", "binarized_mnist",
 
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
-  """What the model and the step arithmetic need to know about a dataset."""
+  """What the model, the task and the step arithmetic need to know about a dataset.
+
+  `image_shape` is one example's input shape: (H, W, C) for images (uint8 in storage, float32
+  in [0, 1] for the model), or any shape of float32 features (`input_dtype='float32'`, given
+  to the model as they are). Labels are int32 class ids (`num_classes` >= 2) or float32
+  targets of `label_shape` (`num_classes` 0).
+  """
 
   name: str
   num_classes: int
-  image_shape: tuple[int, int, int]  # (H, W, C) of the images the model sees
+  image_shape: tuple[int, ...]  # one example's input shape, e.g. (H, W, C)
   num_train_examples: int
   num_eval_examples: int
-  # The prepared TFDS builder the pipelines read from; None for `synthetic`.
+  # The prepared TFDS builder the pipelines read from; None for other sources.
   builder: tfds.core.DatasetBuilder | None = dataclasses.field(
       default=None, compare=False, repr=False)
+  input_dtype: str = "uint8"
+  label_dtype: str = "int32"
+  label_shape: tuple[int, ...] = ()
+  # In-memory sources other than TFDS (folder:, a user's arrays): split -> (inputs, labels).
+  loader: object = dataclasses.field(default=None, compare=False, repr=False)
+  # A user's tf.data functions (streamed): {'train': fn(ctx), 'eval': fn(ctx)}.
+  streams: object = dataclasses.field(default=None, compare=False, repr=False)
+
+  @property
+  def input_shape(self) -> tuple[int, ...]:
+    return tuple(self.image_shape)
+
+  @property
+  def is_image(self) -> bool:
+    """uint8 [H, W, C] inputs: augmentation and the [0, 1] scaling apply."""
+    return self.input_dtype == "uint8" and len(self.image_shape) == 3
 
   @property
   def fits_in_memory(self) -> bool:
-    """Whether the train split, as uint8, is at most IN_MEMORY_MAX_BYTES (read now)."""
-    return self.num_train_examples * math.prod(self.image_shape) <= IN_MEMORY_MAX_BYTES
+    """Whether the train split is at most IN_MEMORY_MAX_BYTES (the limit is read now)."""
+    if self.streams is not None or self.loader is not None:
+      return self.loader is not None  # a user's streams stream; loaded arrays are in memory
+    itemsize = tf.as_dtype(self.input_dtype).size
+    return self.num_train_examples * math.prod(self.image_shape) * itemsize <= IN_MEMORY_MAX_BYTES
 
   @property
   def flip_allowed(self) -> bool:
@@ -51,30 +77,47 @@ class DatasetInfo:
 SYNTHETIC = DatasetInfo("synthetic", 10, (32, 32, 3), 50_000, 1_000)  # nominal counts
 
 
-def get_dataset_info(name: str, data_dir: str = "") -> DatasetInfo:
-  """Returns the dataset's metadata (prepares `digits` on first use; reads no examples).
+def get_dataset_info(name: str, data_dir: str = "", image_size: int = 0,
+                     eval_fraction: float = 0.2) -> DatasetInfo:
+  """Returns the dataset's metadata (prepares `digits` on first use).
 
   Args:
-    name: a TFDS image-classification name (e.g. mnist, cifar10), 'digits' or 'synthetic'.
+    name: a TFDS image-classification name (e.g. mnist, cifar10), 'digits', 'synthetic',
+      'folder:PATH' (a directory of images, one sub-directory per class; `trainer.data.folder`)
+      or 'package.module:function' (your own arrays; `trainer.data.custom`).
     data_dir: the TFDS data_dir; '' = the TFDS default.
+    image_size: resize images to image_size x image_size; 0 = the dataset's own size (TFDS
+      images of variable size: RESIZE_TO; folder: 64).
+    eval_fraction: folder: datasets without train/ and test/ sub-directories hold out this
+      fraction of each class (a fixed split, the same for every seed).
 
   Raises:
-    ConfigError: not a name, not a TFDS image-classification dataset with uint8 images, or
-      not prepared in data_dir (only `digits` is prepared here, from scikit-learn).
+    ConfigError: not a name, not an image-classification dataset with uint8 images, not
+      prepared in data_dir (only `digits` is prepared here, from scikit-learn), a plug-in that
+      fails, or an image_size for inputs that are not images.
   """
   _check_name(name)  # before the cache: a name that is no string may not even hash
-  return _cached_info(name, data_dir or None)
+  return _cached_info(name, data_dir or None, image_size, eval_fraction)
 
 
 @functools.lru_cache(maxsize=None)
-def _cached_info(name, data_dir):
+def _cached_info(name, data_dir, image_size, eval_fraction):
+  # pylint: disable=g-import-not-at-top  (sources import this module for DatasetInfo)
+  if name.startswith("folder:"):
+    from trainer.data import folder
+    return folder.folder_info(name, image_size, eval_fraction)
+  if plugins.is_import_path(name):
+    from trainer.data import custom
+    return custom.function_info(name, image_size)
   if name == "synthetic":
+    if image_size:
+      raise ConfigError("image_size: synthetic data is 32x32; leave image_size at 0")
     return SYNTHETIC
   builder = _builder(name, data_dir)
   return DatasetInfo(
       name=name,
       num_classes=int(builder.info.features["label"].num_classes),
-      image_shape=_image_shape(builder),
+      image_shape=_image_shape(builder, image_size),
       num_train_examples=int(builder.info.splits[split_name(builder, "train")].num_examples),
       num_eval_examples=int(builder.info.splits[split_name(builder, "eval")].num_examples),
       builder=builder)
@@ -133,10 +176,12 @@ def _builder(name, data_dir) -> tfds.core.DatasetBuilder:
   return builder
 
 
-def _image_shape(builder) -> tuple[int, int, int]:
+def _image_shape(builder, image_size=0) -> tuple[int, int, int]:
   h, w, c = builder.info.features["image"].shape
   if c is None:
     raise ConfigError(f"dataset: {builder.name!r} images have no fixed channel count")
-  if h is None or w is None:
+  if image_size:
+    h = w = image_size
+  elif h is None or w is None:
     h = w = RESIZE_TO
   return int(h), int(w), int(c)

@@ -7,8 +7,10 @@ takes its settings as arguments and trusts them: `config.resolve` has already ch
 the global batch is a positive integer that the replicas divide.
 """
 
+from absl import logging
 import tensorflow as tf
 
+from trainer.data import augment
 from trainer.data import in_memory
 from trainer.data import streaming
 from trainer.data.info import DatasetInfo
@@ -27,6 +29,11 @@ def train_dataset_fn(info: DatasetInfo, global_batch_size: int, seed: int, augme
   start_step = int(start_step)  # also accepts a scalar tensor such as optimizer.iterations
   if info.name == "synthetic":
     return in_memory.synthetic_train_fn(info, global_batch_size, seed)
+  if info.streams is not None:
+    if start_step:
+      logging.warning("Resuming at step %d: %s is a tf.data stream of your own, so it restarts "
+                      "from its beginning (arrays would resume exactly).", start_step, info.name)
+    return _user_stream(info.streams["train"], with_weights=False)
   flip = bool(augment) and info.flip_allowed
   if info.fits_in_memory:
     images, labels = in_memory.load_in_memory(info, "train")
@@ -93,9 +100,25 @@ def make_eval_dataset(info: DatasetInfo, strategy, global_batch_size: int,
     Per replica `(images float32 [b, H, W, C], labels int32 [b], weights float32 [b])`, with
     b = global_batch_size / num_replicas_in_sync and weights 1.0 for real examples.
   """
-  if info.name == "synthetic" or info.fits_in_memory:
+  if info.streams is not None:
+    fn = _user_stream(info.streams["eval"], with_weights=True)
+  elif info.name == "synthetic" or info.fits_in_memory:
     images, labels = in_memory.load_in_memory(info, "eval", seed)
     fn = in_memory.eval_fn(images, labels, global_batch_size)
   else:
     fn = streaming.eval_fn(info, global_batch_size)
   return strategy.distribute_datasets_from_function(fn)
+
+
+def _user_stream(fn, with_weights):
+  """A user's `fn(ctx)` of per-replica (x, y[, w]) batches, as the trainer's pipelines give
+  them: float32 inputs (uint8 scaled to [0, 1]), int32 or float32 labels, weights for eval."""
+
+  def convert(x, y, w=None):
+    y = tf.cast(y, tf.int32 if y.dtype.is_integer else tf.float32)
+    batch = (augment.to_float(x), y)
+    if with_weights:
+      batch += (tf.ones(tf.shape(y)[:1], tf.float32) if w is None else tf.cast(w, tf.float32),)
+    return batch
+
+  return lambda ctx: fn(ctx).map(convert, num_parallel_calls=tf.data.AUTOTUNE)

@@ -1,0 +1,197 @@
+"""trainer.evaluate: a run's checkpoint or its export, evaluated from the config it trained.
+
+The final checkpoint reproduces the final eval of the run, an older checkpoint the eval
+logged at its step, and the export (raw inputs through serving/, metrics from the task on
+the probabilities) the same numbers; it reads only. User mistakes are one line, exit 2.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO, cpu, main_env
+from tests.test_export import finished_run, regression_run  # noqa: F401  (session fixtures)
+from trainer import console, evaluate
+from trainer import export as export_lib
+from trainer.errors import CheckpointError, ConfigError
+from trainer.summaries import read_scalars
+
+
+def snapshot(directory):
+  """{relative path: (size, mtime)} of everything under `directory`."""
+  out = {}
+  for root, dirs, files in os.walk(directory):
+    for name in dirs + files:
+      path = os.path.join(root, name)
+      st = os.stat(path)
+      out[os.path.relpath(path, directory)] = (st.st_size, st.st_mtime_ns)
+  return out
+
+
+def test_the_final_checkpoint_reproduces_the_runs_final_eval(finished_run):  # noqa: F811
+  workdir, result = finished_run
+  before = snapshot(workdir)
+  got = evaluate.evaluate_checkpoint(workdir, strategy=cpu())
+  assert got["source"] == "checkpoint" and got["step"] == 24 and got["examples"] == 360
+  assert got["path"] == os.path.join(workdir, "checkpoints", "ckpt-24")
+  assert got["loss"] == pytest.approx(result["loss"], rel=1e-6)
+  assert got["accuracy"] == result["accuracy"]
+  assert snapshot(workdir) == before  # reads only
+
+
+def test_an_older_checkpoint_gives_the_eval_logged_at_its_step(finished_run):  # noqa: F811
+  workdir, _ = finished_run
+  got = evaluate.evaluate_checkpoint(workdir, 8, strategy=cpu())
+  assert got["step"] == 8 and got["path"].endswith("ckpt-8")
+  # TensorBoard keeps float32.
+  assert got["loss"] == pytest.approx(read_scalars(workdir, "eval", "loss")[8], rel=1e-6)
+  assert got["accuracy"] == pytest.approx(read_scalars(workdir, "eval", "accuracy")[8],
+                                          rel=1e-6)
+
+
+def test_the_export_reproduces_the_runs_final_eval(finished_run):  # noqa: F811
+  workdir, result = finished_run
+  before = snapshot(workdir)
+  got = evaluate.evaluate_export(workdir)
+  assert got["source"] == "export" and got["step"] == 24 and got["examples"] == 360
+  assert got["path"] == os.path.join(workdir, "export", "serving")
+  assert got["accuracy"] == result["accuracy"]
+  assert got["loss"] == pytest.approx(result["loss"], rel=1e-5)  # -log p, not from logits
+  assert snapshot(workdir) == before
+
+
+def test_regression_checkpoint_and_export_give_mse_mae_r2(regression_run):  # noqa: F811
+  workdir, result = regression_run
+  from_checkpoint = evaluate.evaluate_checkpoint(workdir, strategy=cpu())
+  from_export = evaluate.evaluate_export(workdir)
+  for metric in ("loss", "mse", "mae", "r2"):
+    assert from_checkpoint[metric] == pytest.approx(result[metric], rel=1e-6), metric
+    assert from_export[metric] == pytest.approx(result[metric], rel=1e-5), metric
+  assert from_export["examples"] == 64
+
+
+def test_an_unreadable_checkpoint_is_a_checkpoint_error(finished_run, tmp_path):  # noqa: F811
+  workdir = str(tmp_path / "w")
+  shutil.copytree(finished_run[0], workdir)
+  (data_file,) = [n for n in os.listdir(os.path.join(workdir, "checkpoints"))
+                  if n.startswith("ckpt-16.data")]
+  with open(os.path.join(workdir, "checkpoints", data_file), "r+b") as f:
+    f.truncate(10)
+  with pytest.raises(CheckpointError, match=r"ckpt-16 is unreadable"):
+    evaluate.evaluate_checkpoint(workdir, 16, strategy=cpu())
+
+
+def test_export_names_match_trainer_export():
+  assert (evaluate.EXPORT_DIR, evaluate.MANIFEST) == (export_lib.EXPORT_DIR,
+                                                        export_lib.MANIFEST)
+
+
+def test_a_task_that_cannot_undo_its_serving_outputs_is_refused(finished_run,  # noqa: F811
+                                                                 monkeypatch):
+  from trainer import task as task_lib  # pylint: disable=g-import-not-at-top
+
+  class Odd(task_lib.Classification):
+    def serving_outputs(self, outputs):
+      return outputs * 2.0
+
+  Odd.outputs_from_serving = task_lib.Task.outputs_from_serving
+  monkeypatch.setattr(task_lib, "get_task", lambda name: Odd())
+  with pytest.raises(ConfigError, match="outputs_from_serving"):
+    evaluate.evaluate_export(finished_run[0])
+
+
+# The command line.
+
+
+def run_evaluate(*args, cwd, timeout=600):
+  return subprocess.run([sys.executable, "-m", "trainer.evaluate", *args], cwd=cwd,
+                        env=main_env(), capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["latest", "checkpoint", "export"])
+def test_the_command_prints_a_summary_and_a_json_line(finished_run, tmp_path, how):  # noqa: F811
+  workdir, result = finished_run
+  flag = {"latest": [], "checkpoint": ["--checkpoint=8"], "export": ["--export"]}[how]
+  r = run_evaluate(f"--workdir={workdir}", "--strategy=cpu", *flag, cwd=REPO)
+  assert r.returncode == 0, r.stderr
+  summary, line = r.stdout.strip().splitlines()
+  got = json.loads(line)
+  assert summary.startswith("eval: loss ") and f"step {got['step']}" in summary
+  expected = ({"loss": read_scalars(workdir, "eval", "loss")[8],
+               "accuracy": read_scalars(workdir, "eval", "accuracy")[8]}
+              if how == "checkpoint" else result)
+  assert got["step"] == (8 if how == "checkpoint" else 24)
+  assert got["accuracy"] == pytest.approx(expected["accuracy"], rel=1e-6)
+  assert got["loss"] == pytest.approx(expected["loss"], rel=1e-5)
+  assert got["source"] == ("export" if how == "export" else "checkpoint")
+  # Quiet: none of TF's start-up lines, no traceback.
+  assert "Traceback" not in r.stderr
+  assert not [line for line in r.stderr.splitlines() if console.HARMLESS.search(line)]
+
+
+def bad_cases(run_dir, tmp_path):
+  """(flags, words the one error line must contain) for each user mistake."""
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  not_trained = tmp_path / "not_trained"
+  not_trained.mkdir()
+  shutil.copy(os.path.join(run_dir, "config.json"), not_trained / "config.json")
+  a_file = tmp_path / "a_file"
+  a_file.write_text("x")
+  garbage = tmp_path / "garbage"
+  garbage.mkdir()
+  (garbage / "config.json").write_text("{not json")
+  return [
+      ([], "workdir: give --workdir"),
+      ([f"--workdir={tmp_path / 'nope'}"], "no such directory"),
+      ([f"--workdir={a_file}"], "is a file"),
+      ([f"--workdir={empty}"], "has no config.json"),
+      ([f"--workdir={garbage}"], "config.json is unreadable"),
+      ([f"--workdir={not_trained}"], "no checkpoint in"),
+      ([f"--workdir={run_dir}", "--checkpoint=9"], "no checkpoint of step 9"),
+      ([f"--workdir={not_trained}", "--export"], "no export in"),
+      ([f"--workdir={run_dir}", "--checkpoint=8", "--export"], "not both"),
+      ([f"--workdir={run_dir}", "--checkpoint=eight"], "--checkpoint"),
+      ([f"--workdir={run_dir}", "extra"], "unexpected arguments"),
+  ]
+
+
+def test_user_mistakes_are_one_line_and_exit_2(finished_run, tmp_path):  # noqa: F811
+  """Checked before TensorFlow loads: each takes a fraction of a second."""
+  run_dir = str(tmp_path / "run")
+  shutil.copytree(finished_run[0], run_dir, ignore=shutil.ignore_patterns("export"))
+  cases = bad_cases(run_dir, tmp_path)
+  before = snapshot(str(tmp_path))
+  for args, words in cases:
+    r = run_evaluate(*args, cwd=str(tmp_path), timeout=60)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2, (args, r.stderr)
+    assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], (args,
+                                                                                     r.stderr)
+    assert r.stdout == "", (args, r.stdout)
+  assert snapshot(str(tmp_path)) == before  # nothing written, nothing created
+
+
+def test_remote_workdirs_go_through_tf_filesystems(finished_run):  # noqa: F811
+  """A ram:// copy of the run stands in for gs://."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  local, result = finished_run
+  remote = "ram://trainer_test_evaluate/w"
+  for root, _, files in os.walk(local):
+    rel = os.path.relpath(root, local)
+    target = remote if rel == "." else f"{remote}/{rel}"
+    tf.io.gfile.makedirs(target)
+    for name in files:
+      tf.io.gfile.copy(os.path.join(root, name), f"{target}/{name}", overwrite=True)
+  # TF's checkpoint reader does not open the ram:// copies made here: the export only.
+  assert evaluate.evaluate_export(remote)["accuracy"] == result["accuracy"]
+  with pytest.raises(ConfigError, match="no checkpoint of step 9"):
+    evaluate.check(remote, 9)
+  with pytest.raises(ConfigError, match="no such directory"):
+    evaluate.check("ram://trainer_test_evaluate/nope")
+  assert not os.path.exists("ram:")

@@ -1,0 +1,355 @@
+"""The trained model out: `workdir/export/`, written by the chief at the end of a run.
+
+  export/model.keras    the model as trained (float32 inputs as the trainer feeds them: images
+                        in [0, 1]; the task's raw outputs, e.g. logits), compiled with the run's
+                        optimizer (unwrapped from a LossScaleOptimizer) and the task's Keras
+                        loss, so the optimizer carries the schedule and `iterations` (the global
+                        step): `model.fit` on it continues at lr(iterations). Loads with plain
+                        `keras.models.load_model(path)` once `trainer.schedules` is imported
+                        (it registers WarmupCosineDecay; without it both Keras 3 and tf_keras
+                        refuse the file: Keras 3 imports no module of a custom object, and
+                        tf_keras's optimizer does not find the schedule), under the default
+                        dtype policy (see `_write_keras` for mixed_float16).
+  export/serving/       a TF SavedModel whose `serving_default` signature maps raw inputs, as
+                        the dataset stores them (uint8 images [None, H, W, C], or float32
+                        features), named `inputs`, to the task's serving outputs
+                        (`Task.serving_key`: `probabilities` for classification,
+                        `predictions` for regression), for TF Serving and
+                        `tf.saved_model.load`. Written with `keras.export.ExportArchive` (Keras
+                        3; tf_keras has the same class with the same calls).
+  export/export.json    what was written: the global step, the task, the signature, and for a
+                        part that could not be written, why. Written last: its presence marks
+                        a complete export.
+
+Atomic: everything is written into a temporary sibling (`workdir/export.tmp-*`) and then
+renamed to `export/`, so a reader sees no `export/`, the previous complete one, or the new
+complete one; never half of one (see `_publish` for what gs:// can and cannot promise).
+
+The export is made from a fresh copy of the model built outside the strategy (the config's
+model function called again under the run's dtype policy, then the trained weights and
+optimizer state copied in), so it holds plain variables whatever strategy trained it. Every
+worker reads the values (sync-on-read variables need all of them); only the chief writes.
+
+A model that cannot be saved as `.keras` (a subclassed model without `get_config` or not
+registered with `@keras.saving.register_keras_serializable()`) does not fail the run: the
+checkpoint is intact, `serving/` is still written, and one warning says what to add.
+"""
+
+import contextlib
+import io
+import json
+import logging as std_logging
+import os
+import shutil
+import uuid
+import warnings
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+
+from trainer import build as build_lib
+from trainer import models
+from trainer.compat import LEGACY_KERAS, keras
+from trainer.data import augment
+
+EXPORT_DIR = "export"
+MODEL_FILE = "model.keras"
+SERVING_DIR = "serving"
+MANIFEST = "export.json"
+INPUT_NAME = "inputs"  # the serving signature's input
+_TMP, _OLD = EXPORT_DIR + ".tmp-", EXPORT_DIR + ".old-"
+
+REGISTER_ADVICE = (
+    "decorate the model class with @keras.saving.register_keras_serializable() and give it a "
+    "get_config() returning its constructor arguments (and from_config if they are not plain "
+    "values); load it in a process that imports the class's module")
+
+
+def export_dir(workdir):
+  return os.path.join(workdir, EXPORT_DIR)
+
+
+def read_manifest(workdir):
+  """The complete export's export.json as a dict, or None (no export, or an incomplete one)."""
+  path = os.path.join(export_dir(workdir), MANIFEST)
+  try:
+    with tf.io.gfile.GFile(path) as f:
+      manifest = json.loads(f.read())
+  except (tf.errors.OpError, ValueError):
+    return None
+  return manifest if isinstance(manifest, dict) and "step" in manifest else None
+
+
+def serving_key(task):
+  """The serving signature's output name for `task` (`Task.serving_key`, else 'outputs')."""
+  return getattr(task, "serving_key", None) or "outputs"
+
+
+def write(parts, workdir, chief=True, keep_current=True):
+  """Exports the model of `parts` at its current global step to `workdir/export/`.
+
+  Call it on every worker, outside `strategy.scope()`, under no particular dtype policy: the
+  values are read on all workers (sync-on-read variables all-reduce), the copy is built under
+  `parts.policy`, and only the chief writes. Never raises for a model that cannot be saved
+  or a write that fails: it logs one warning saying what was not written and why.
+
+  Args:
+    parts: the run's `trainer.build.Parts` (trained or restored).
+    workdir: the run's directory (local, gs://, ...).
+    chief: whether this worker writes (`trainer.strategy.is_chief`).
+    keep_current: keep an existing complete export of the same global step (a finished run
+      started again) instead of writing it again.
+
+  Returns:
+    On the chief, the manifest of the export now in `workdir/export` (None if nothing could
+    be written); None on other workers.
+  """
+  try:
+    step = int(parts.optimizer.iterations.numpy())
+    snapshot = _Snapshot(parts)  # on every worker, in the same order
+  except Exception as e:  # pylint: disable=broad-except  (the same on every worker)
+    if chief:
+      logging.warning("export: nothing written to %s: cannot read the model's variables (%s)",
+                      export_dir(workdir), _first_line(e))
+    return None
+  if not chief:
+    return None
+  current = read_manifest(workdir)
+  if (keep_current and current and current.get("step") == step
+      and not current.get("not_written")):
+    logging.info("export: %s is already the model at step %d; kept", export_dir(workdir), step)
+    return current
+  try:
+    return _write(parts, snapshot, workdir, step)
+  except Exception as e:  # pylint: disable=broad-except  (the run itself has succeeded)
+    logging.warning("export: nothing written to %s (%s); the checkpoints in %s are intact",
+                    export_dir(workdir), _first_line(e), os.path.join(workdir, "checkpoints"))
+    return None
+
+
+class _Snapshot:
+  """The values of the model's weights and of the (unwrapped) optimizer's variables."""
+
+  def __init__(self, parts):
+    self.weights = parts.model.get_weights()
+    self.optimizer = unwrap(parts.optimizer)
+    self.optimizer_values = [np.asarray(v.numpy()) for v in _optimizer_variables(self.optimizer)]
+
+
+def unwrap(optimizer):
+  """The optimizer inside a LossScaleOptimizer (Keras 3 or tf_keras), else `optimizer`."""
+  inner = getattr(optimizer, "inner_optimizer", None)
+  return inner if inner is not None else optimizer
+
+
+def _optimizer_variables(optimizer):
+  variables = optimizer.variables
+  return list(variables() if callable(variables) else variables)
+
+
+def _write(parts, snapshot, workdir, step):
+  final = export_dir(workdir)
+  _remove_leftovers(workdir)
+  tmp = os.path.join(workdir, f"{_TMP}{uuid.uuid4().hex[:8]}")
+  tf.io.gfile.makedirs(tmp)
+  try:
+    manifest, problems = _write_parts(parts, snapshot, tmp, step)
+    if not manifest["written"]:
+      logging.warning("export: nothing written (%s); the checkpoints in %s are intact%s",
+                      "; ".join(problems), os.path.join(workdir, "checkpoints"),
+                      "" if read_manifest(workdir) is None else
+                      f"; {final} still holds the export of an earlier step")
+      return None
+    with tf.io.gfile.GFile(os.path.join(tmp, MANIFEST), "w") as f:  # last: marks it complete
+      f.write(json.dumps(manifest, indent=2, sort_keys=True))
+    _publish(tmp, final)
+  finally:
+    if tf.io.gfile.exists(tmp):
+      _rmtree(tmp)
+  if problems:
+    logging.warning("export: %s; wrote %s", "; ".join(problems),
+                    ", ".join(os.path.join(final, p) for p in manifest["written"]))
+  else:
+    logging.info("export: %s (step %d)", ", ".join(
+        os.path.join(final, p) for p in manifest["written"]), step)
+  return manifest
+
+
+def _write_parts(parts, snapshot, tmp, step):
+  """Writes model.keras and serving/ into `tmp`; returns (manifest, [problem lines])."""
+  info, task = parts.info, parts.task
+  dtype = "uint8" if info.input_dtype == "uint8" else "float32"
+  manifest = {
+      "step": step, "task": parts.config.task, "model": parts.config.model,
+      "dataset": parts.config.dataset, "dtype_policy": parts.policy,
+      "keras": keras.__version__,
+      "serving": {"signature": "serving_default", "input": INPUT_NAME,
+                  "input_dtype": dtype, "input_shape": [None, *info.input_shape],
+                  "output": serving_key(task)},
+      "written": [], "not_written": {}}
+  problems = []
+  with build_lib.global_policy(parts.policy):
+    model = _copy(parts, snapshot)
+    try:
+      _write_keras(model, parts, snapshot, os.path.join(tmp, MODEL_FILE), step)
+      manifest["written"].append(MODEL_FILE)
+    except Exception as e:  # pylint: disable=broad-except  (a user's model may not save)
+      reason = _first_line(e)
+      manifest["not_written"][MODEL_FILE] = reason
+      problems.append(f"{MODEL_FILE} not written: the model cannot be saved and loaded back as "
+                      f".keras ({reason}); to get it, {REGISTER_ADVICE}")
+      if tf.io.gfile.exists(os.path.join(tmp, MODEL_FILE)):
+        tf.io.gfile.remove(os.path.join(tmp, MODEL_FILE))
+    try:
+      _write_serving(model, task, dtype, info.input_shape, os.path.join(tmp, SERVING_DIR))
+      manifest["written"].append(SERVING_DIR)
+    except Exception as e:  # pylint: disable=broad-except
+      reason = _first_line(e)
+      manifest["not_written"][SERVING_DIR] = reason
+      problems.append(f"{SERVING_DIR}/ not written: the model cannot be exported as a "
+                      f"SavedModel ({reason})")
+      if tf.io.gfile.exists(os.path.join(tmp, SERVING_DIR)):
+        _rmtree(os.path.join(tmp, SERVING_DIR))
+  return manifest, problems
+
+
+def _copy(parts, snapshot):
+  """The config's model built again outside the strategy, holding the trained weights."""
+  model = models.build(parts.config.model, parts.info.input_shape,
+                       parts.task.num_outputs(parts.info))
+  model.set_weights(snapshot.weights)
+  return model
+
+
+def _write_keras(model, parts, snapshot, path, step):
+  """model.keras: compiled with a copy of the run's optimizer holding its state; checked by
+  loading it back (the in-process load sees the classes this process registered)."""
+  original = snapshot.optimizer
+  optimizer = type(original).from_config(original.get_config())
+  optimizer.build(model.trainable_variables)
+  variables = _optimizer_variables(optimizer)
+  shapes = [tuple(v.shape) for v in variables]
+  if shapes != [tuple(v.shape) for v in snapshot.optimizer_values]:
+    raise ValueError(f"the optimizer copy has variables of shapes {shapes}, the run's "
+                     f"{[tuple(v.shape) for v in snapshot.optimizer_values]}")
+  for variable, value in zip(variables, snapshot.optimizer_values):
+    variable.assign(value)
+  # Keras 3 would wrap the optimizer of a mixed_float16 model in a LossScaleOptimizer here;
+  # unwrapped, the file loads with its optimizer state under the default policy, as a fresh
+  # process loads it (tf_keras saves and loads the wrapper whatever the policy).
+  model.compile(optimizer=optimizer, loss=parts.task.keras_loss(),
+                **({} if LEGACY_KERAS else {"auto_scale_loss": False}))
+  with _quiet():
+    model.save(path)
+    with build_lib.global_policy("float32"):  # as a fresh process loads it
+      loaded = keras.models.load_model(path)
+  if loaded.optimizer is None:
+    raise ValueError("it loads without its optimizer")
+  loaded_step = int(unwrap(loaded.optimizer).iterations.numpy())
+  if loaded_step != step:
+    raise ValueError(f"it loads at optimizer step {loaded_step}, not {step}")
+
+
+def _write_serving(model, task, dtype, input_shape, path):
+  """serving/: `serving_default(inputs)` -> {serving_key: task.serving_outputs(model(x))}."""
+  key = serving_key(task)
+
+  def serve(inputs):
+    outputs = model(augment.to_float(inputs), training=False)
+    return {key: task.serving_outputs(outputs)}
+
+  spec = tf.TensorSpec([None, *input_shape], getattr(tf, dtype), name=INPUT_NAME)
+  archive = keras.export.ExportArchive()
+  archive.track(model)
+  archive.add_endpoint("serving_default", serve, input_signature=[spec])
+  with _quiet():
+    if LEGACY_KERAS:
+      archive.write_out(path)
+    else:
+      archive.write_out(path, verbose=False)
+
+
+def _publish(tmp, final):
+  """Makes the complete export in `tmp` the one at `final`.
+
+  Local disks: two rename(2)s (the old export aside, the new one in), each atomic, so a
+  reader sees the old export, none (between the two renames), or the new one; the old one is
+  deleted afterwards (a load of the old export still under way then can fail: load again).
+  If the second rename fails, the old export is put back.
+
+  gs:// and other object stores have no directories and no atomic rename of a tree (TF
+  renames object by object, a copy and a delete each): there only each file is atomic. So
+  the old export's export.json is deleted first (the old export stops being complete), then
+  the old files, then the new files are moved in with export.json last: a reader that checks
+  for export.json (as `trainer.evaluate --export` does) never takes a partial export for a
+  complete one, but there is a window with no complete export at all, and a listing during
+  it can show some files of the new export.
+  """
+  if "://" not in final:
+    old = None
+    if os.path.exists(final):
+      old = f"{os.path.dirname(final) or '.'}/{_OLD}{uuid.uuid4().hex[:8]}"
+      os.rename(final, old)
+    try:
+      os.rename(tmp, final)
+    except OSError:
+      if old:
+        os.rename(old, final)
+      raise
+    if old:
+      shutil.rmtree(old, ignore_errors=True)
+    return
+  if tf.io.gfile.exists(final):
+    manifest = os.path.join(final, MANIFEST)
+    if tf.io.gfile.exists(manifest):
+      tf.io.gfile.remove(manifest)
+    _rmtree(final)
+  files = []
+  for directory, _, names in tf.io.gfile.walk(tmp):
+    files += [os.path.join(directory, n) for n in names]
+  files.sort(key=lambda p: os.path.relpath(p, tmp) == MANIFEST)  # export.json last
+  for src in files:
+    dst = os.path.join(final, os.path.relpath(src, tmp))
+    tf.io.gfile.makedirs(os.path.dirname(dst))
+    tf.io.gfile.rename(src, dst, overwrite=True)
+
+
+def _remove_leftovers(workdir):
+  """Temporary and replaced exports of a process that died while exporting."""
+  for pattern in (_TMP + "*", _OLD + "*"):
+    for path in tf.io.gfile.glob(os.path.join(workdir, pattern)):
+      _rmtree(path)
+
+
+def _rmtree(path):
+  try:
+    if tf.io.gfile.isdir(path):
+      tf.io.gfile.rmtree(path)
+    else:
+      tf.io.gfile.remove(path)
+  except (tf.errors.OpError, OSError) as e:
+    logging.warning("export: could not remove %s (%s)", path, _first_line(e))
+
+
+@contextlib.contextmanager
+def _quiet():
+  """What Keras prints while saving ('Saved artifact at ...', tf_keras's endpoint listing)
+  and warns about (tf_keras: "Model's `__init__()` arguments contain non-serializable
+  objects", three times per save) goes nowhere: the export's own warning says what failed."""
+  tf_logger = std_logging.getLogger("tensorflow")
+  level = tf_logger.level
+  tf_logger.setLevel(std_logging.ERROR)
+  try:
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+      warnings.simplefilter("ignore")
+      yield
+  finally:
+    tf_logger.setLevel(level)
+
+
+def _first_line(error):
+  """`Type: the error's first paragraph` on one line (Keras' messages wrap mid-sentence)."""
+  paragraph = str(error).strip().split("\n\n")[0]
+  text = " ".join(line.strip() for line in paragraph.splitlines() if line.strip())
+  return f"{type(error).__name__}: {text[:300]}" if text else type(error).__name__

@@ -1,0 +1,101 @@
+"""A task applied to a model and an optimizer: the per-replica step functions and metric sums.
+
+`train_step` and `eval_step` run in a replica context (inside `strategy.run`), once per step,
+and only update variables. Metrics are sums in sync-on-read variables, so reading them (at a
+loop boundary, in the cross-replica context) adds up every replica, and nothing is read inside
+the loop. Build a `Learner` inside `strategy.scope()`.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+
+def _sum_variable(name, shape=()):
+  return tf.Variable(tf.zeros(shape, tf.float32), name=name, trainable=False,
+                     synchronization=tf.VariableSynchronization.ON_READ,
+                     aggregation=tf.VariableAggregation.SUM)
+
+
+class Sums:
+  """Weighted loss sum, example count and the task's metric sums; `result()` its metrics."""
+
+  def __init__(self, prefix, task, num_outputs):
+    self._task = task
+    shapes = {"loss": (), "count": (), **task.sum_shapes(num_outputs)}
+    self._vars = {k: _sum_variable(f"{prefix}_{k}", s) for k, s in shapes.items()}
+
+  def update(self, per_example_loss, outputs, labels, weights):
+    sums = {"loss": tf.reduce_sum(per_example_loss * weights), "count": tf.reduce_sum(weights),
+            **self._task.metric_sums(labels, outputs, weights)}
+    for name, value in sums.items():
+      self._vars[name].assign_add(value)
+
+  def reset(self):
+    for v in self._vars.values():
+      v.assign(tf.zeros_like(v))
+
+  def totals(self):
+    """{name: float or NumPy array}: the sums over every replica (a host read)."""
+    out = {k: np.asarray(v.read_value()) for k, v in self._vars.items()}
+    return {k: float(v) if v.ndim == 0 else v for k, v in out.items()}
+
+  def result(self):
+    """The task's metrics from the totals, plus `examples` (the count)."""
+    totals = self.totals()
+    return {**self._task.summarize(totals), "examples": totals["count"]}
+
+
+class Learner:
+  """`task` on `model` with `optimizer`: the loss is a sum over the replica's examples divided
+  by the *global* batch, so the all-reduced gradient is the global-batch mean.
+
+  Args:
+    model: a Keras model from inputs to the task's outputs.
+    optimizer: a Keras optimizer (optionally a LossScaleOptimizer); `iterations` is the global
+      step.
+    task: a `trainer.task.Task`.
+    global_batch_size: examples per global step, summed over replicas.
+    num_outputs: the model's output width (`task.num_outputs(info)`).
+    jit_gradients: XLA-compile forward and backward on their own (`CompilePlan.gradients`).
+  """
+
+  def __init__(self, model, optimizer, task, global_batch_size, num_outputs,
+               jit_gradients=False):
+    self.model = model
+    self.optimizer = optimizer
+    self.task = task
+    self.global_batch_size = global_batch_size
+    self.train_sums = Sums("train", task, num_outputs)
+    self.eval_sums = Sums("eval", task, num_outputs)
+    self._gradients = (tf.function(self._compute_gradients, jit_compile=True)
+                       if jit_gradients else self._compute_gradients)
+
+  def _compute_gradients(self, inputs, labels):
+    variables = self.model.trainable_variables
+    with tf.GradientTape() as tape:
+      outputs = self.model(inputs, training=True)
+      per_example = self.task.per_example_loss(labels, outputs)
+      loss = tf.nn.compute_average_loss(per_example, global_batch_size=self.global_batch_size)
+      if self.model.losses:
+        loss += tf.nn.scale_regularization_loss(tf.add_n(self.model.losses))
+      if hasattr(self.optimizer, "scale_loss"):  # Keras 3 LossScaleOptimizer (and no-op)
+        loss = self.optimizer.scale_loss(loss)
+      elif hasattr(self.optimizer, "get_scaled_loss"):  # tf_keras LossScaleOptimizer
+        loss = self.optimizer.get_scaled_loss(loss)
+    grads = tape.gradient(loss, variables)
+    if hasattr(self.optimizer, "get_unscaled_gradients"):
+      grads = self.optimizer.get_unscaled_gradients(grads)
+    return grads, per_example, outputs
+
+  def train_step(self, batch):
+    """One global step's share on this replica: gradients, update, metric sums."""
+    inputs, labels = batch
+    grads, per_example, outputs = self._gradients(inputs, labels)
+    self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
+    self.train_sums.update(per_example, outputs, labels, tf.ones_like(per_example))
+
+  def eval_step(self, batch):
+    """Adds one padded eval batch to the eval sums (padding has weight 0)."""
+    inputs, labels, weights = batch
+    outputs = self.model(inputs, training=False)
+    self.eval_sums.update(self.task.per_example_loss(labels, outputs), outputs, labels, weights)
