@@ -173,7 +173,7 @@ def runs(data_dir, tmp_path_factory):
   full, partial_run = str(base / "full"), str(base / "partial")
   train.train_and_evaluate(checkpointed_run(data_dir), full, cpu())
   # The run is deterministic (the kill test shows it), so its first 16 steps are the partial.
-  shutil.copytree(full, partial_run)
+  shutil.copytree(full, partial_run, ignore=shutil.ignore_patterns("export"))  # not finished
   for step in (20, 24):
     for path in tf.io.gfile.glob(os.path.join(ckpt_dir(partial_run), f"ckpt-{step}.*")):
       os.remove(path)

@@ -13,8 +13,12 @@ invalid command lines, quickly).
       at a random time), restarted after each kill, then run to the end. Prints a JSON
       report of the kills.
   python -m tests.killer matrix CASES.json RESULTS.json
-      Runs each case ({"argv": [...], "env": {...}}) and records its exit code, stdout and
-      stderr, two at a time.
+      Runs each case ({"argv": [...], "env": {...}, "hook": {...}}) and records its exit
+      code, stdout and stderr, two at a time.
+
+A hook {"event", "at", "position", "delay"} SIGKILLs the child at that point; with
+"signal": "SIGTERM" (or "SIGINT", ...) it sends itself that signal instead, and with
+"signals": N it sends it N times (0.2 s apart), e.g. Ctrl-C twice.
 """
 
 import argparse
@@ -102,6 +106,13 @@ def _kill_self():
   os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _signal_self(name, times=1):
+  for i in range(times):
+    if i:
+      time.sleep(0.2)
+    os.kill(os.getpid(), getattr(signal, name))
+
+
 def _install(hook):
   """In the child: SIGKILL itself at the `at`-th occurrence of `event`.
 
@@ -116,6 +127,11 @@ def _install(hook):
   # pylint: enable=g-import-not-at-top
 
   count = [0]
+  if hook.get("signal"):
+    times = int(hook.get("signals", 1))
+    strike = lambda: _signal_self(hook["signal"], times)  # noqa: E731
+  else:
+    strike = _kill_self
 
   def act(position):
     if position == "before":
@@ -124,9 +140,9 @@ def _install(hook):
         "after" if hook["position"] == "after" else "before"):
       return
     if hook["position"] == "during":
-      threading.Timer(hook["delay"], _kill_self).start()
+      threading.Timer(hook["delay"], strike).start()
     else:
-      _kill_self()
+      strike()
 
   event = hook["event"]
   if event in hooks.POINTS:  # the trainer's own named points
@@ -264,8 +280,8 @@ def matrix(cases, workers=2, timeout=300):
       i, case = todo.pop(0)
       out, err = (os.path.join(directory, f"trainer-case-{os.getpid()}-{i}.{s}")
                   for s in ("out", "err"))
-      running[fork_main(case["argv"], out, err, env=case.get("env"))] = (i, out, err,
-                                                                         time.monotonic())
+      pid = fork_main(case["argv"], out, err, env=case.get("env"), hook=case.get("hook"))
+      running[pid] = (i, out, err, time.monotonic())
     for pid, (i, out, err, start) in list(running.items()):
       done, status = os.waitpid(pid, os.WNOHANG)
       if not done and time.monotonic() - start > timeout:
@@ -279,6 +295,23 @@ def matrix(cases, workers=2, timeout=300):
         del running[pid]
     time.sleep(0.02)
   return results
+
+
+def run_matrix(cases, directory, env, timeout=600):
+  """Runs `matrix(cases)` in a fresh `python -m tests.killer` (a parent that has not started
+  TF's runtime, so it may fork); returns its results. `directory` holds the JSON files."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  cases_path = os.path.join(directory, f"cases-{os.getpid()}-{time.monotonic_ns()}.json")
+  results_path = cases_path.replace("cases-", "results-")
+  with open(cases_path, "w") as f:
+    json.dump(cases, f)
+  r = subprocess.run([sys.executable, "-m", "tests.killer", "matrix", cases_path, results_path],
+                     cwd=repo, env=env, capture_output=True, text=True, timeout=timeout)
+  if r.returncode != 0:
+    raise RuntimeError(f"tests.killer matrix failed: {r.stderr[-3000:]}")
+  with open(results_path) as f:
+    return json.load(f)
 
 
 def tree(path):

@@ -13,17 +13,22 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO, default_config, main_env
+from tests.conftest import REPO, cpu, default_config, main_env
 from tests.killer import tree
 from trainer import config as config_lib
-from trainer import data
+from trainer import data, train
+from trainer import workdir as workdir_lib
 
 _TF_CONFIG_OK_SHAPE = {"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker",
                                                                          "index": 3}}
 
 # (id, flags after --workdir/--config.data_dir/--strategy=cpu, start of the message after
-#  "error: ", options: workdir = new (missing), existing (a run's files), file, proc, locked;
-#  env = environment changes).
+#  "error: ", options: workdir = new (missing), existing (a run's files before its first
+#  checkpoint), file, proc, locked, train_file / eval_file / checkpoints_file (that entry a
+#  file), state_dir (checkpoints/checkpoint a directory), held (the test process holds its
+#  lock), no_config (a run's real checkpoints without its config.json); env = environment
+#  changes). Messages may name {workdir}, {pid} (the test process) and the config files
+#  {raises}, {partial}, {notcfg}, {noget}, and flags {afile}.
 CASES = [
     ("negative total", ["--config.total_steps=-5"], "total_steps: must be an integer >= 0", {}),
     ("zero steps per loop", ["--config.steps_per_loop=0"], "steps_per_loop: must be", {}),
@@ -105,7 +110,61 @@ CASES = [
      {"workdir": "existing"}),
     ("resume with another model", ["--config.model=mlp"], "model: cannot resume",
      {"workdir": "existing"}),
+    # Issue 13, case 7: user mistakes that were tracebacks.
+    ("dataset is a path", ["--config.dataset=/data/mnist"],
+     "dataset: '/data/mnist' looks like a path", {}),
+    ("dataset not ASCII", ["--config.dataset=mnist/données"],
+     "dataset: 'mnist/données' is not a TFDS name", {}),
+    ("dataset TFDS cannot parse", ["--config.dataset=mnist:1.0"],
+     "dataset: TFDS cannot build 'mnist:1.0'", {}),
+    ("data_dir is a file", ["--config.data_dir={afile}"], "data_dir: '{afile}' is a file", {}),
+    ("seed beyond Keras's range", ["--config.seed=4294967296"],
+     "seed: must be an integer in [0, 4294967295]", {}),
+    ("global batch too large to allocate", ["--config.global_batch_size=1000000000000"],
+     "global_batch_size: 1000000000000 examples of 8x8x1 are ", {}),
+    ("config file whose get_config raises", ["--config={raises}"],
+     "config: loading {raises} raised RuntimeError: boom", {}),
+    ("config file without the fields", ["--config={partial}"],
+     "config: {partial}'s get_config() returns a config without ", {}),
+    ("config file returning no ConfigDict", ["--config={notcfg}"],
+     "config: {notcfg}'s get_config() returned a int, not an ml_collections.ConfigDict", {}),
+    ("config file without get_config", ["--config={noget}"],
+     "config: {noget} has no get_config() function", {}),
+    ("train/ is a file", [], "workdir: {workdir}/train is a file", {"workdir": "train_file"}),
+    ("eval/ is a file", [], "workdir: {workdir}/eval is a file", {"workdir": "eval_file"}),
+    # Case 8: noticed before a loop, not after one with advice to free space.
+    ("checkpoints is a file", [], "workdir: {workdir}/checkpoints is a file",
+     {"workdir": "checkpoints_file"}),
+    ("state file is a directory", [], "workdir: {workdir}/checkpoints/checkpoint is a directory",
+     {"workdir": "state_dir"}),
+    # Case 2: a second run on a workdir in use.
+    ("workdir in use", [], "workdir: {workdir} is in use by another run: pid {pid} on ",
+     {"workdir": "held"}),
+    # Case 3: checkpoints without their config.json.
+    ("checkpoints without config.json", [],
+     "workdir: {workdir} has checkpoints but no config.json", {"workdir": "no_config"}),
+    # Case 4: what --allow_config_change cannot honour.
+    ("allow_config_change with another model", ["--allow_config_change", "--config.model=mlp"],
+     "model: --allow_config_change cannot resume {workdir} with model 'small_cnn' -> 'mlp'",
+     {"workdir": "existing"}),
+    ("allow_config_change with another optimizer",
+     ["--allow_config_change", "--config.optimizer.name=sgd"],
+     "optimizer.name: --allow_config_change cannot resume", {"workdir": "existing"}),
+    ("checkpoint of another model without config.json",
+     ["--allow_config_change", "--config.model=mlp"], "model: the checkpoint ",
+     {"workdir": "no_config"}),
+    # Case 5: a bound on logical devices.
+    ("too many cpu_devices", ["--strategy=mirrored", "--cpu_devices=10000"],
+     "cpu_devices: must be at most 256, got 10000", {}),
 ]
+# The config files of the config-file cases.
+CONFIG_FILES = {
+    "raises": "def get_config():\n  raise RuntimeError('boom')\n",
+    "partial": ("import ml_collections\ndef get_config():\n  return ml_collections.ConfigDict("
+                "{'dataset': 'digits', 'model': 'mlp'})\n"),
+    "notcfg": "def get_config():\n  return 42\n",
+    "noget": "x = 1\n",
+}
 # Run through a fresh interpreter too, to show the forked runs behave the same.
 REAL_INTERPRETER = ("unknown model", "resume with another seed")
 
@@ -121,11 +180,34 @@ def _workdir(kind, base, name):
     locked = base / f"{name}.locked"
     locked.mkdir(mode=0o555)
     return str(locked / "w")
-  if kind == "existing":
+  if kind in ("existing", "held"):
     path = base / name
     shutil.copytree(base / "template", path)
     return str(path)
+  if kind == "no_config":
+    path = base / name
+    shutil.copytree(base / "checkpointed", path)
+    return str(path)
+  if kind in ("train_file", "eval_file", "checkpoints_file", "state_dir"):
+    path = base / name
+    shutil.copytree(base / "template", path)
+    entry = {"train_file": "train", "eval_file": "eval", "checkpoints_file": "checkpoints",
+             "state_dir": "checkpoints/checkpoint"}[kind]
+    shutil.rmtree(path / entry, ignore_errors=True)
+    if kind == "state_dir":
+      (path / entry).mkdir()
+    else:
+      (path / entry).write_text("not a directory")
+    return str(path)
   return str(base / name)
+
+
+def _checkpointed(path, data_dir):
+  """A real run's workdir with checkpoints (the default model) and no config.json."""
+  config = default_config(data_dir=data_dir, total_steps=2, steps_per_loop=2, eval_every=0,
+                          **{"schedule.warmup_fraction": 0.0, "schedule.warmup_steps": 1})
+  train.train_and_evaluate(config, path, cpu())
+  os.remove(os.path.join(path, "config.json"))
 
 
 def _template(path, data_dir):
@@ -149,17 +231,28 @@ def matrix(tmp_path_factory):
   os.makedirs(empty)
   _template(str(base / "template"), data_dir)
   data.get_dataset_info("digits", data_dir)  # prepare the digits once, not in every case
-  cases, setups = [], {}
+  _checkpointed(str(base / "checkpointed"), data_dir)
+  files = {"afile": str(base / "a-file")}
+  (base / "a-file").write_text("not a directory")
+  for key, text in CONFIG_FILES.items():
+    files[key] = str(base / f"{key}.py")
+    (base / f"{key}.py").write_text(text)
+  cases, setups, held = [], {}, []
   for i, (name, flags, _, options) in enumerate(CASES):
     kind = options.get("workdir", "existing" if i % 2 else "new")
     if kind == "locked" and os.geteuid() == 0:
       kind = "proc"  # root writes through mode 0o555; /proc refuses everyone
     workdir = _workdir(kind, base, f"case{i}")
+    if kind == "held":  # this process holds the lock while the case runs
+      held.append(workdir_lib.Lock(workdir))
+      held[-1].__enter__()
     before = tree(workdir) if os.path.isdir(workdir) else None
     setups[name] = (workdir, before, os.path.exists(workdir))
-    argv = [f"--workdir={workdir}", f"--config.data_dir={data_dir}", "--strategy=cpu",
-            *[f.format(empty=empty) for f in flags]]
-    cases.append({"argv": argv, "env": options.get("env", {})})
+    flags = [f.format(empty=empty, **files) for f in flags]
+    first = [f for f in flags if f.startswith("--config=")]  # before any --config.FIELD
+    argv = [*first, f"--workdir={workdir}", f"--config.data_dir={data_dir}", "--strategy=cpu",
+            *[f for f in flags if f not in first]]
+    cases.append({"argv": argv, "env": options.get("env", {}), "files": files})
   with open(base / "cases.json", "w") as f:
     json.dump(cases, f)
   env = main_env(TMPDIR=str(base))
@@ -172,7 +265,11 @@ def matrix(tmp_path_factory):
     results = json.load(f)
   out = {}
   for (name, *_), case, result in zip(CASES, cases, results):
-    out[name] = (result, case, *setups[name])
+    workdir = setups[name][0]
+    after = tree(workdir) if os.path.isdir(workdir) else None  # before any lock is released
+    out[name] = (result, case, *setups[name], os.path.exists(workdir), after)
+  for lock in held:
+    lock.__exit__(None, None, None)
   return out
 
 
@@ -182,16 +279,17 @@ def test_the_matrix_is_big_enough():
 
 @pytest.mark.parametrize("name,message", [(name, message) for name, _, message, _ in CASES])
 def test_bad_input_exits_2_with_one_line_and_touches_nothing(matrix, name, message):
-  result, _, workdir, before, existed = matrix[name]
+  result, case, workdir, before, existed, exists, after = matrix[name]
   stderr = result["stderr"]
   assert result["exit"] == 2, stderr[-3000:]
   assert "Traceback" not in stderr, stderr[-3000:]
   last = stderr.strip().splitlines()[-1]
-  assert last.startswith("error: " + message.format(workdir=workdir)), last
-  if existed and os.path.isdir(workdir):
-    assert tree(workdir) == before  # same files, same bytes
+  assert last.startswith("error: " + message.format(workdir=workdir, pid=os.getpid(),
+                                                    **case["files"])), last
+  if existed and before is not None:
+    assert after == before  # same files, same bytes
   elif not existed:
-    assert not os.path.exists(workdir)
+    assert not exists
 
 
 def test_forked_cases_match_a_fresh_interpreter(matrix):

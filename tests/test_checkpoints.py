@@ -16,7 +16,7 @@ from tests.conftest import (REPO, assert_same_weights, checkpointed_flags, check
                             ckpt_dir, cpu, restore_only, run_main)
 from tests.killer import tree
 from trainer import train
-from trainer.errors import CheckpointError
+from trainer.errors import CheckpointError, ConfigError
 
 # A damaged latest checkpoint.
 
@@ -166,3 +166,118 @@ def test_a_real_write_error_exits_5_with_one_line(partial, data_dir):
   assert "File too large" in last and "Traceback" not in r.stderr
   assert tree(ckpt_dir(partial)) == before
   assert restore_only(partial) == os.path.join(ckpt_dir(partial), "ckpt-16")
+
+
+# Storage messages that tell the truth, and housekeeping at start.
+
+
+def _state_write_fails(directory):
+  """A CheckpointManager._record_state that dies of a full disk half-way through writing
+  the state file, leaving TF's temporary `checkpoint.tmp<hex>` behind as a real one does."""
+
+  def record_state(self):
+    del self
+    with open(os.path.join(directory, "checkpoint.tmp0f1e2d3c4b5a69788796a5b4c3d2e1f0"),
+              "w") as f:
+      f.write('model_checkpoint_path: "ckpt-')
+    raise tf.errors.ResourceExhaustedError(None, None, "No space left on device")
+
+  return record_state
+
+
+def test_a_full_disk_at_the_commit_says_which_checkpoint_is_latest_and_is_cleaned_up(
+    partial, runs, data_dir, monkeypatch):
+  directory = ckpt_dir(partial)
+  monkeypatch.setattr(tf.train.CheckpointManager, "_record_state", _state_write_fails(directory))
+  with pytest.raises(CheckpointError) as info:
+    train.train_and_evaluate(checkpointed_run(data_dir), partial, cpu())
+  message = str(info.value)
+  assert f"the latest checkpoint is still {os.path.join(directory, 'ckpt-16')}: free space" in (
+      message)
+  assert not glob.glob(os.path.join(directory, "ckpt-20*"))  # the uncommitted files: gone
+  assert glob.glob(os.path.join(directory, "checkpoint.tmp*"))  # what TF leaves behind ...
+  monkeypatch.undo()
+  assert train.train_and_evaluate(checkpointed_run(data_dir), partial, cpu())["step"] == 24
+  assert not glob.glob(os.path.join(directory, "checkpoint.tmp*"))  # ... is gone at start
+  assert_same_weights(ckpt_dir(runs["full"]), directory)
+
+
+def test_a_directory_in_place_of_the_state_file_mid_run_is_reported_truthfully(
+    partial, data_dir):
+  from trainer import hooks  # pylint: disable=g-import-not-at-top
+  state = os.path.join(ckpt_dir(partial), "checkpoint")
+
+  def replace_state_file(name, position):  # after the restore, before the first save
+    if position == "before" and not os.path.isdir(state):
+      os.remove(state)
+      os.mkdir(state)
+
+  hooks.install("loop", replace_state_file)
+  try:
+    with pytest.raises(CheckpointError) as info:
+      train.train_and_evaluate(checkpointed_run(data_dir), partial, cpu())
+  finally:
+    hooks.clear()
+  message = str(info.value)
+  # Not "still none": ckpt-16 was restored a moment ago and is intact.
+  assert f"the latest checkpoint is still {os.path.join(ckpt_dir(partial), 'ckpt-16')}" in (
+      message)
+  assert "free space" not in message and "\n" not in message
+
+
+def test_stale_temporaries_of_interrupted_writes_are_removed_at_start(partial):
+  directory = ckpt_dir(partial)
+  leftovers = [os.path.join(directory, "checkpoint.tmp5a6b7c8d"),
+               os.path.join(directory, "ckpt-20_temp", "part-00000-of-00001.data-00000-of-00001"),
+               os.path.join(partial, "config.json.tmp"), os.path.join(partial, "curves.png.tmp")]
+  for path in leftovers:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+      f.write("half")
+  assert restore_only(partial) == os.path.join(directory, "ckpt-16")
+  for path in leftovers:
+    assert not os.path.exists(path), path
+  assert not os.path.exists(os.path.join(directory, "ckpt-20_temp"))
+
+
+@pytest.mark.parametrize("state", ["garbage {{{", None, 'model_checkpoint_path: "ckpt-16"\n'])
+def test_max_checkpoints_still_applies_after_a_lost_or_garbage_state_file(partial, data_dir,
+                                                                          state):
+  path = os.path.join(ckpt_dir(partial), "checkpoint")
+  os.remove(path)
+  if state is not None:  # garbage; missing; or one that lists only the latest
+    with open(path, "w") as f:
+      f.write(state)
+  config = checkpointed_run(data_dir, max_checkpoints=2)
+  assert train.train_and_evaluate(config, partial, cpu())["step"] == 24
+  names = sorted(os.path.basename(p) for p in glob.glob(os.path.join(ckpt_dir(partial),
+                                                                     "ckpt-*.index")))
+  assert names == ["ckpt-20.index", "ckpt-24.index"]  # 4, 8, 12 and 16 did not escape
+
+
+def test_unreadable_checkpoints_without_a_state_file_stop_the_run(partial):
+  os.remove(os.path.join(ckpt_dir(partial), "checkpoint"))
+  for prefix in glob.glob(os.path.join(ckpt_dir(partial), "ckpt-*.index")):
+    _truncate_index(prefix[:-len(".index")])
+  with pytest.raises(CheckpointError, match="^workdir: no readable checkpoint in "):
+    restore_only(partial)  # not a silent fresh start that overwrites them
+
+
+def test_a_checkpoint_of_another_model_is_one_line_naming_the_model(partial):
+  from trainer import build, data  # pylint: disable=g-import-not-at-top
+  from trainer import config as config_lib  # pylint: disable=g-import-not-at-top
+  from trainer import checkpoints  # pylint: disable=g-import-not-at-top
+  from tests.conftest import default_config  # pylint: disable=g-import-not-at-top
+  config = default_config(model="small_cnn", data_dir=os.path.dirname(partial))
+  info = data.get_dataset_info("synthetic")
+  plan = config_lib.resolve(config, info.num_train_examples, 1)
+  with build.global_policy("float32"):
+    parts = build.build(config, cpu(), info, plan, "float32")
+  ckpt = checkpoints.Checkpointer(partial, cpu(), 3, model=parts.model,
+                                  optimizer=parts.optimizer)
+  with pytest.raises(ConfigError) as info:
+    ckpt.restore_latest()
+  message = str(info.value)
+  assert message.startswith(f"model: the checkpoint {os.path.join(ckpt_dir(partial), 'ckpt-16')}"
+                            f" does not fit the model and optimizer this config builds (")
+  assert "\n" not in message

@@ -3,8 +3,8 @@
 import pytest
 
 from trainer import errors
-from trainer.errors import (CheckpointError, ConfigError, NonFiniteLossError, Preempted,
-                            TrainerError)
+from trainer.errors import (CheckpointError, ConfigError, Interrupted, NonFiniteLossError,
+                            Preempted, TrainerError)
 
 
 def test_each_error_carries_its_exit_status():
@@ -60,3 +60,69 @@ def test_exit_on_error_passes_results_and_bugs_through(capsys):
   with pytest.raises(KeyError):  # anything else is a bug and keeps its traceback
     errors.exit_on_error(_fails_with(KeyError("x")))([])
   assert capsys.readouterr().err == ""
+
+
+def test_ctrl_c_is_exit_130_with_one_line_saying_how_to_resume(capsys):
+  assert Interrupted.exit_code == errors.EXIT_INTERRUPTED == 130
+  with pytest.raises(SystemExit) as info:
+    errors.exit_on_error(_fails_with(Interrupted(40)))(["trainer.main"])
+  assert info.value.code == 130
+  assert capsys.readouterr().err == ("interrupted (Ctrl-C): checkpoint written at global step "
+                                     "40; run the same command again to resume\n")
+  assert "stopped at once" in str(Interrupted()) and Interrupted().step is None
+
+
+def test_a_keyboard_interrupt_before_the_handler_is_installed_is_one_line_too(capsys):
+  with pytest.raises(SystemExit) as info:
+    errors.exit_on_error(_fails_with(KeyboardInterrupt()))(["trainer.main"])
+  assert info.value.code == 130
+  err = capsys.readouterr().err
+  assert err.startswith("interrupted (Ctrl-C): stopped at once") and err.count("\n") == 1
+
+
+def test_preempted_during_start_up_says_nothing_was_lost():
+  message = str(Preempted())
+  assert message.startswith("preempted (SIGTERM) during start-up: stopped at once")
+  assert "run the same command again" in message and Preempted().step is None
+
+
+class ResourceExhaustedError(Exception):
+  """Stands in for tf.errors.ResourceExhaustedError (errors.py does not import TF)."""
+
+
+@pytest.mark.parametrize("error", [
+    MemoryError("Unable to allocate 7.28 TiB for an array with shape (999999999640,)"),
+    ResourceExhaustedError("OOM when allocating tensor with shape[1000000,64]\nmore"),
+])
+def test_running_out_of_memory_is_a_user_mistake_naming_the_batch(capsys, error):
+  with pytest.raises(SystemExit) as info:
+    errors.exit_on_error(_fails_with(error))(["trainer.main"])
+  assert info.value.code == 2
+  err = capsys.readouterr().err
+  assert err.startswith("error: global_batch_size: out of memory (") and err.count("\n") == 1
+
+
+def test_other_resource_errors_stay_bugs():
+  assert errors.user_error(ResourceExhaustedError("No space left on device")) is None
+  assert errors.user_error(RuntimeError("x")) is None
+  assert errors.user_error(SystemExit(0)) is None
+
+
+def test_a_stop_at_once_a_library_wrapped_is_still_the_stop(capsys):
+  """TF's tracing re-raises an error from user code as a StagingError (the original in
+  __context__): a SIGTERM during the first loop's tracing must still be exit 4, one line."""
+
+  class StagingError(Exception):
+    pass
+
+  def main(argv):
+    del argv
+    try:
+      raise Preempted()
+    except Preempted as e:
+      raise StagingError("in user code: ...") from e
+
+  with pytest.raises(SystemExit) as info:
+    errors.exit_on_error(main)(["trainer.main"])
+  assert info.value.code == 4
+  assert capsys.readouterr().err.startswith("preempted (SIGTERM) during start-up")

@@ -1,13 +1,23 @@
-"""trainer.workdir: the probe that refuses an unusable workdir before anything is written, and
-atomic writes."""
+"""trainer.workdir: the probe that refuses an unusable workdir before anything is written,
+the lock that keeps one run per workdir, and atomic writes."""
 
+import errno
+import fcntl
+import json
 import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
 
 import pytest
 import tensorflow as tf
 
-from tests.conftest import checkpointed_run, cpu
-from trainer import hooks, train
+from tests.conftest import REPO, checkpointed_run, cpu, main_env, run_main
+from trainer import hooks, main, train
 from trainer import workdir as workdir_lib
 from trainer.errors import ConfigError
 
@@ -93,3 +103,334 @@ def test_unwritable_workdir_is_refused_before_anything_is_written(data_dir, tmp_
     with pytest.raises(ConfigError, match="^workdir: "):
       train.train_and_evaluate(checkpointed_run(data_dir), str(locked / "w"), cpu())
     assert not (locked / "w").exists()
+
+
+# The workdir's layout: what the run keeps there must be what it expects.
+
+
+@pytest.mark.parametrize("name,kind", [
+    ("train", "file"), ("eval", "file"), ("checkpoints", "file"), ("config.json", "dir"),
+    ("schedule.png", "dir"), ("checkpoints/checkpoint", "dir"),
+])
+def test_a_file_or_directory_in_the_wrong_place_is_refused_before_anything_is_written(
+    tmp_path, name, kind):
+  workdir = tmp_path / "w"
+  path = workdir / name
+  path.parent.mkdir(parents=True, exist_ok=True)
+  if kind == "file":
+    path.write_text("x")
+  else:
+    path.mkdir()
+  kind = "a file" if kind == "file" else "a directory"
+  with pytest.raises(ConfigError, match=f"^workdir: {path} is {kind}, where the run keeps"):
+    workdir_lib.check(str(workdir))
+
+
+# The lock.
+
+
+def test_a_second_lock_on_a_locked_workdir_names_the_holder(tmp_path):
+  workdir = str(tmp_path / "w")
+  with workdir_lib.Lock(workdir) as lock:
+    assert lock.holder["pid"] == os.getpid()
+    with open(os.path.join(workdir, ".lock")) as f:
+      assert json.load(f)["pid"] == os.getpid()  # a reader can tell who holds it
+    with pytest.raises(ConfigError) as info:
+      with workdir_lib.Lock(workdir):
+        pass
+  message = str(info.value)
+  assert message.startswith(f"workdir: {workdir} is in use by another run: pid {os.getpid()} "
+                            f"on {socket.gethostname()}, started ")
+  assert "\n" not in message
+  assert os.listdir(workdir) == []  # released: the lock file goes with it
+  with workdir_lib.Lock(workdir):  # and it can be taken again
+    with pytest.raises(ConfigError, match=r"--force_unlock cannot take an OS lock"):
+      with workdir_lib.Lock(workdir, force_unlock=True):  # a live holder is never overridden
+        pass
+
+
+_HOLDER = textwrap.dedent("""
+    import sys, time
+    sys.path.insert(0, {repo!r})
+    from trainer import workdir
+    with workdir.Lock({workdir!r}):
+      print("locked", flush=True)
+      time.sleep(600)
+    """)
+
+
+def test_the_os_lock_dies_with_its_process(tmp_path):
+  workdir = str(tmp_path / "w")
+  proc = subprocess.Popen([sys.executable, "-c", _HOLDER.format(repo=REPO, workdir=workdir)],
+                          env=main_env(), stdout=subprocess.PIPE, text=True)
+  try:
+    assert proc.stdout.readline().strip() == "locked"
+    with pytest.raises(ConfigError, match=f"pid {proc.pid} on "):
+      with workdir_lib.Lock(workdir):
+        pass
+  finally:
+    proc.kill()  # SIGKILL: no chance to release anything
+    proc.wait()
+  with workdir_lib.Lock(workdir) as lock:  # the kernel released it
+    assert lock.holder["pid"] == os.getpid()
+
+
+def test_a_waiter_that_locked_an_unlinked_lock_file_takes_the_new_one(tmp_path):
+  """A holder unlinks the lock file before releasing it; whoever opened the old file and
+  then got its lock must notice it is no longer the workdir's lock."""
+  workdir = tmp_path / "w"
+  workdir.mkdir()
+  stale = os.open(workdir / ".lock", os.O_RDWR | os.O_CREAT)
+  os.remove(workdir / ".lock")  # as a releasing holder does
+  fcntl.flock(stale, fcntl.LOCK_EX)  # a lock on the unlinked file means nothing
+  try:
+    with workdir_lib.Lock(str(workdir)):
+      assert os.path.exists(workdir / ".lock")
+  finally:
+    os.close(stale)
+
+
+def test_without_os_locks_a_lease_is_used(tmp_path, monkeypatch):
+  monkeypatch.setattr(workdir_lib, "LEASE_SETTLE_SECONDS", 0.01)
+
+  def no_flock(fd, op):
+    raise OSError(errno.ENOLCK, "No locks available")
+
+  monkeypatch.setattr(fcntl, "flock", no_flock)
+  workdir = str(tmp_path / "w")
+  with workdir_lib.Lock(workdir) as lock:
+    assert "token" in lock.holder  # a lease
+    with pytest.raises(ConfigError, match="its lease .* was refreshed 0 s ago"):
+      with workdir_lib.Lock(workdir):
+        pass
+  assert os.listdir(workdir) == []
+
+
+def test_only_the_chief_locks_or_creates_anything(tmp_path):
+  workdir = tmp_path / "w"
+  with workdir_lib.Lock(str(workdir), chief=False) as lock:
+    assert lock.holder is None
+  assert not workdir.exists()
+
+
+@pytest.mark.parametrize("error,removed", [
+    (ConfigError("model: cannot resume"), True),  # a user mistake: nothing left behind
+    (MemoryError("Unable to allocate"), True),  # a batch too large: a user mistake too
+    (RuntimeError("a bug"), False),  # kept, to look at
+])
+def test_a_new_workdir_is_removed_after_a_user_mistake(tmp_path, error, removed):
+  parent = tmp_path / "runs"
+  workdir = parent / "a" / "w"
+  with pytest.raises(type(error)):
+    with workdir_lib.Lock(str(workdir)):
+      (workdir / "config.json").write_text("{}")
+      raise error
+  assert workdir.exists() != removed
+  assert parent.exists() != removed  # the parents it made too
+
+
+def test_an_existing_workdir_or_one_with_checkpoints_is_never_removed(tmp_path):
+  existing = tmp_path / "existing"
+  existing.mkdir()
+  (existing / "notes").write_text("mine")
+  with pytest.raises(ConfigError):
+    with workdir_lib.Lock(str(existing)):
+      raise ConfigError("seed: cannot resume")
+  assert sorted(os.listdir(existing)) == ["notes"]  # as it was: no lock file left either
+  new = tmp_path / "new"
+  with pytest.raises(ConfigError):
+    with workdir_lib.Lock(str(new)):
+      (new / "checkpoints").mkdir()
+      (new / "checkpoints" / "ckpt-8.index").write_text("")
+      raise ConfigError("global_batch_size: out of memory")
+  assert (new / "checkpoints" / "ckpt-8.index").exists()
+
+
+def test_a_failed_lock_removes_nothing_another_run_uses(tmp_path):
+  workdir = tmp_path / "w"
+  with workdir_lib.Lock(str(workdir)):
+    with pytest.raises(ConfigError):
+      with workdir_lib.Lock(str(workdir)):
+        pass
+    assert workdir.exists() and (workdir / ".lock").exists()
+
+
+def test_a_stale_lock_file_of_a_killed_run_is_left_as_it_was_after_a_mistake(tmp_path):
+  workdir = tmp_path / "w"
+  workdir.mkdir()
+  (workdir / ".lock").write_text('{"pid": 1, "host": "gone"}\n')
+  with pytest.raises(ConfigError):
+    with workdir_lib.Lock(str(workdir)):
+      raise ConfigError("seed: cannot resume")
+  assert (workdir / ".lock").read_text() == '{"pid": 1, "host": "gone"}\n'  # byte for byte
+  with workdir_lib.Lock(str(workdir)):
+    pass
+  assert not (workdir / ".lock").exists()  # a run that ends normally tidies it
+
+
+def test_a_locked_workdir_is_refused_before_its_config_json_is_read(data_dir, tmp_path,
+                                                                    monkeypatch):
+  from trainer import resume  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path / "w")
+  read = []
+  monkeypatch.setattr(resume, "check", lambda *a, **k: read.append(a) or False)
+  with workdir_lib.Lock(workdir):
+    with pytest.raises(ConfigError, match=f"^workdir: {workdir} is in use by another run"):
+      train.train_and_evaluate(checkpointed_run(data_dir), workdir, cpu())
+  assert read == []
+
+
+# Leases (gs:// and other remote workdirs; ram:// here).
+
+
+@pytest.fixture
+def fast_leases(monkeypatch):
+  monkeypatch.setattr(workdir_lib, "LEASE_SETTLE_SECONDS", 0.05)
+  monkeypatch.setattr(workdir_lib, "LEASE_REFRESH_SECONDS", 0.1)
+
+
+def _lease(workdir):
+  with tf.io.gfile.GFile(workdir + "/.lock") as f:
+    return json.loads(f.read())
+
+
+def test_a_lease_names_its_holder_is_refreshed_and_released(fast_leases):
+  workdir = "ram://trainer_test_lease/a"
+  with workdir_lib.Lock(workdir) as lock:
+    first = _lease(workdir)
+    assert first["pid"] == os.getpid() and first["host"] == socket.gethostname()
+    assert first["token"] == lock.holder["token"]
+    time.sleep(0.5)
+    assert _lease(workdir)["refreshed"] > first["refreshed"]  # the daemon thread refreshes
+    with pytest.raises(ConfigError) as info:
+      with workdir_lib.Lock(workdir):
+        pass
+    message = str(info.value)
+    assert f"is in use by another run: pid {os.getpid()} on {socket.gethostname()}" in message
+    assert "goes stale after 120 s without a refresh" in message and "--force_unlock" in message
+  assert not tf.io.gfile.exists(workdir + "/.lock")
+
+
+def test_a_stale_lease_is_taken_over_and_force_unlock_takes_a_fresh_one(fast_leases):
+  workdir = "ram://trainer_test_lease/b"
+  tf.io.gfile.makedirs(workdir)
+  dead = {"pid": 999999, "host": "elsewhere", "started": "then", "token": "dead",
+          "refreshed": time.time() - workdir_lib.LEASE_TIMEOUT_SECONDS - 1}
+  with tf.io.gfile.GFile(workdir + "/.lock", "w") as f:
+    f.write(json.dumps(dead))
+  with workdir_lib.Lock(workdir) as lock:  # stale: taken over without asking
+    assert _lease(workdir)["token"] == lock.holder["token"]
+  with tf.io.gfile.GFile(workdir + "/.lock", "w") as f:
+    f.write(json.dumps({**dead, "refreshed": time.time()}))  # fresh, but its run is dead
+  with pytest.raises(ConfigError, match="pid 999999 on elsewhere"):
+    with workdir_lib.Lock(workdir):
+      pass
+  with workdir_lib.Lock(workdir, force_unlock=True) as lock:
+    assert _lease(workdir)["token"] == lock.holder["token"]
+
+
+def test_of_two_runs_taking_a_lease_together_one_wins(fast_leases):
+  workdir = "ram://trainer_test_lease/c"
+  results, barrier = [], threading.Barrier(2)
+
+  def take():
+    barrier.wait()
+    try:
+      with workdir_lib.Lock(workdir):
+        results.append("won")
+        time.sleep(0.5)
+    except ConfigError:
+      results.append("refused")
+
+  threads = [threading.Thread(target=take) for _ in range(2)]
+  for t in threads:
+    t.start()
+  for t in threads:
+    t.join()
+  assert sorted(results) == ["refused", "won"]
+
+
+def test_a_run_whose_lease_was_taken_over_says_so(fast_leases, caplog):
+  workdir = "ram://trainer_test_lease/d"
+  with workdir_lib.Lock(workdir):
+    with tf.io.gfile.GFile(workdir + "/.lock", "w") as f:
+      f.write(json.dumps({"pid": 1, "host": "other", "token": "x", "refreshed": time.time()}))
+    time.sleep(0.4)
+  assert "this run no longer owns its workdir" in caplog.text
+
+
+# What interrupted writes leave is removed at start.
+
+
+def test_stale_temporaries_are_removed(tmp_path):
+  workdir = tmp_path / "w"
+  (workdir / "checkpoints" / "ckpt-20_temp").mkdir(parents=True)
+  (workdir / "checkpoints" / "ckpt-20_temp" / "part-00000-of-00001.index").write_text("")
+  (workdir / "train").mkdir()
+  stale = ["config.json.tmp", "schedule.png.tmp", "checkpoints/checkpoint.tmp0123abcd",
+           "train/.history-0123.tmp"]
+  for name in stale:
+    (workdir / name).write_text("half")
+  kept = ["config.json", "notes.tmp.txt", "checkpoints/checkpoint", "checkpoints/ckpt-8.index"]
+  for name in kept:
+    (workdir / name).write_text("whole")
+  removed = workdir_lib.remove_stale_temporaries(str(workdir))
+  assert len(removed) == len(stale) + 1  # and the _temp directory
+  for name in kept:
+    assert (workdir / name).read_text() == "whole"
+  for name in stale + ["checkpoints/ckpt-20_temp"]:
+    assert not (workdir / name).exists()
+
+
+# Default workdirs.
+
+
+def test_default_workdirs_differ_between_processes_started_in_the_same_second(monkeypatch):
+  monkeypatch.setattr(os, "getpid", lambda: 1234)
+  a = main.default_workdir()
+  monkeypatch.setattr(os, "getpid", lambda: 1235)
+  b = main.default_workdir()
+  assert a != b and a.startswith("runs/") and a.endswith("-1234")
+
+
+@pytest.mark.slow
+def test_two_runs_without_a_workdir_started_together_get_their_own(data_dir, tmp_path):
+  args = [sys.executable, "-m", "trainer.main", "--strategy=cpu", f"--config.data_dir={data_dir}",
+          "--config.model=mlp", "--config.total_steps=8", "--config.steps_per_loop=4",
+          "--config.schedule.warmup_steps=2"]
+  procs = [subprocess.Popen(args, cwd=tmp_path, env=main_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True) for _ in range(2)]
+  for proc in procs:
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-2000:]
+  runs = sorted(os.listdir(tmp_path / "runs"))
+  assert len(runs) == 2
+  for run in runs:
+    assert os.path.exists(tmp_path / "runs" / run / "checkpoints" / "checkpoint")
+
+
+@pytest.mark.slow
+def test_a_second_trainer_on_a_running_workdir_exits_2_naming_the_first(data_dir, tmp_path):
+  workdir = tmp_path / "w"
+  flags = [f"--workdir={workdir}", f"--config.data_dir={data_dir}", "--strategy=cpu",
+           "--config.model=mlp", "--config.total_steps=100000", "--config.steps_per_loop=10",
+           "--config.eval_every=0", "--config.checkpoint_every=0"]
+  first = subprocess.Popen([sys.executable, "-m", "trainer.main", *flags], cwd=REPO,
+                           env=main_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True)
+  try:
+    for line in first.stdout:
+      if "train step 10/100000" in line:
+        break
+    second = run_main(*flags[:-4], "--config.model=small_cnn", cwd=REPO)  # another run
+    assert second.returncode == 2, second.stderr[-2000:]
+    last = second.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: workdir: {workdir} is in use by another run: pid "
+                           f"{first.pid} on {socket.gethostname()}, started "), last
+    assert "Traceback" not in second.stderr
+    with open(workdir / "config.json") as f:
+      assert json.load(f)["config"]["model"] == "mlp"  # the first run's, untouched
+  finally:
+    first.send_signal(signal.SIGTERM)
+    first.communicate(timeout=120)
+  assert first.returncode == 4

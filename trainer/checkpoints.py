@@ -12,19 +12,31 @@ disk error, a power cut before the page cache reached the disk, a partial copy),
 it, and falls back to the previous one with a warning naming the bad one. Files newer than
 the last committed checkpoint are an interrupted save and are ignored (the next save of that
 step overwrites them); without a state file every `ckpt-N` is a candidate. A save
-that fails (disk full, permissions) removes its partial files and raises `CheckpointError`;
-the previous checkpoint stays the latest.
+that fails (disk full, permissions) removes its partial files and raises `CheckpointError`
+naming the checkpoint that is still the latest (the one this process restored or last
+saved: the state file may be what failed) and advice that fits the error.
+
+Housekeeping at restore (the chief, with the workdir locked): what interrupted writes left
+(`checkpoints/checkpoint.tmp<hex>`, `ckpt-N_temp`, `config.json.tmp`, ...) is deleted, and
+checkpoints the state file does not list (it was lost, garbage, or a sweep was interrupted)
+are listed again, so `max_checkpoints` deletes them in turn instead of never.
+
+A checkpoint that does not fit the model and optimizer the config builds (another model,
+optimizer or precision: a resume under `--allow_config_change`, or a workdir without its
+config.json) is a `ConfigError` naming it, before anything is written.
 """
 
 import os
 import re
+import time
 
 import tensorflow as tf
 from absl import logging
 
-from trainer import hooks
+from trainer import hooks, preemption
 from trainer import strategy as strategy_lib
-from trainer.errors import CheckpointError
+from trainer import workdir as workdir_lib
+from trainer.errors import CheckpointError, ConfigError
 
 _NUMBERED = re.compile(r"^ckpt-(\d+)$")
 
@@ -40,12 +52,19 @@ class Checkpointer:
   """
 
   def __init__(self, workdir, strategy, max_to_keep, **trackables):
+    self.workdir = workdir
     self.directory = os.path.join(workdir, "checkpoints")
     self._strategy = strategy
     self._chief = strategy_lib.is_chief(strategy)
+    self._max_to_keep = max_to_keep
     self.checkpoint = tf.train.Checkpoint(**trackables)
-    self._manager = tf.train.CheckpointManager(
-        self.checkpoint, strategy_lib.write_dir(self.directory, strategy), max_to_keep)
+    self._manager = self._make_manager()
+    self.latest = None  # the checkpoint restored or last saved by this process
+
+  def _make_manager(self):
+    return tf.train.CheckpointManager(
+        self.checkpoint, strategy_lib.write_dir(self.directory, self._strategy),
+        self._max_to_keep)
 
   def restore_latest(self):
     """Restores the newest readable checkpoint in the chief's directory, if any.
@@ -54,10 +73,17 @@ class Checkpointer:
       The restored checkpoint's path, or None for a fresh start.
 
     Raises:
-      CheckpointError: checkpoints were committed but none of them is readable.
+      CheckpointError: checkpoints were written but none of them is readable.
+      ConfigError: the newest readable checkpoint does not fit the model and optimizer.
     """
     with hooks.point("restore"):
-      return self._restore_latest()
+      if self._chief:
+        workdir_lib.remove_stale_temporaries(self.workdir)
+      path = self._restore_latest()
+      self.latest = path
+      if self._chief and path is not None:
+        self._list_unlisted(path)
+      return path
 
   def _restore_latest(self):
     candidates, committed = self._candidates()
@@ -69,7 +95,7 @@ class Checkpointer:
         continue
       problem = unreadable(path)
       if problem is None:
-        self.checkpoint.restore(path).assert_existing_objects_matched()
+        self._restore(path)
         if problems:
           logging.warning("Resuming from %s, the newest readable checkpoint.", path)
         logging.info("Restored %s", path)
@@ -77,12 +103,51 @@ class Checkpointer:
       problems.append(f"{os.path.basename(path)}: {problem}")
       logging.warning("Checkpoint %s is unreadable (%s); trying the previous one.", path,
                       problem)
-    if committed is not None:
+    if committed is not None or problems:
       raise CheckpointError(
           f"workdir: no readable checkpoint in {self.directory} "
           f"({'; '.join(problems) or 'the state file lists ckpt-' + str(committed)}); "
           f"move that directory away to start again from step 0")
     return None
+
+  def _restore(self, path):
+    """Restores `path`; a checkpoint of another model or optimizer is a ConfigError."""
+    try:
+      self.checkpoint.restore(path).assert_existing_objects_matched()
+    except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as e:
+      raise ConfigError(
+          f"model: the checkpoint {path} does not fit the model and optimizer this config "
+          f"builds ({_first_line(e)[:160]}); it was written under another model, dataset "
+          f"shape, optimizer or precision, which --allow_config_change cannot change: resume "
+          f"with the config it was written with, or give a new workdir") from None
+
+  def _list_unlisted(self, restored):
+    """Lists in the state file every checkpoint up to `restored` it does not list (a lost or
+    garbage state file, an interrupted sweep), so max_checkpoints deletes them in turn."""
+    state = _state(self.directory)
+    listed = {_number(p) for p in ([*state.all_model_checkpoint_paths,
+                                    state.model_checkpoint_path] if state else [])} - {None}
+    upto = _number(restored)
+    present = {_number(p[:-len(".index")]) for p in tf.io.gfile.glob(
+        os.path.join(self.directory, "ckpt-*.index"))} - {None}
+    unlisted = {n for n in present if n <= upto} - listed
+    if state is not None and not unlisted:
+      return
+    latest = _number(state.model_checkpoint_path) if state else upto
+    numbers = sorted((listed | unlisted | {latest}) - {latest}) + [latest]
+    logging.warning("The checkpoint state file in %s did not list %s; listing %s again so "
+                    "max_checkpoints=%d applies to them.", self.directory,
+                    "anything" if state is None else "all checkpoints",
+                    ", ".join(f"ckpt-{n}" for n in sorted(unlisted)) or f"ckpt-{latest}",
+                    self._max_to_keep)
+    # With timestamps after last_preserved_timestamp: TF's manager treats listed checkpoints
+    # without them as preserved for good (keep_checkpoint_every_n_hours) and never deletes them.
+    now = time.time()
+    tf.compat.v1.train.update_checkpoint_state(
+        self.directory, f"ckpt-{latest}", [f"ckpt-{n}" for n in numbers],
+        all_model_checkpoint_timestamps=[now - len(numbers) + i for i in range(len(numbers))],
+        last_preserved_timestamp=now - len(numbers) - 1)
+    self._manager = self._make_manager()
 
   def _candidates(self):
     """[(number, path)] newest first, and the number the state file commits (or None).
@@ -92,7 +157,7 @@ class Checkpointer:
     """
     found = [p[:-len(".index")]
              for p in tf.io.gfile.glob(os.path.join(self.directory, "ckpt-*.index"))]
-    state = tf.train.get_checkpoint_state(self.directory)  # None if missing or unparsable
+    state = _state(self.directory)  # None if missing or unparsable
     listed = [os.path.join(self.directory, os.path.basename(p)) for p in (
         [*state.all_model_checkpoint_paths, state.model_checkpoint_path] if state else [])]
     numbers = {_number(p): p for p in listed + found if _number(p) is not None}
@@ -107,19 +172,26 @@ class Checkpointer:
         and the previous checkpoint is still the latest.
     """
     try:
-      with hooks.point("save"):
+      with preemption.critical(), hooks.point("save"):  # a stop at once waits for the commit
         path = self._manager.save(checkpoint_number=step)
     except (tf.errors.OpError, OSError) as e:
       raise self._write_failed(step, e) from e
     if not self._chief:
       tf.io.gfile.rmtree(self._manager.directory)
       return None
+    self.latest = path
     return path
 
   def _write_failed(self, step, error):
     directory = self._manager.directory
     prefix = os.path.join(directory, f"ckpt-{step}")
-    latest = tf.train.latest_checkpoint(directory)
+    try:
+      committed = tf.train.latest_checkpoint(directory)
+    except (tf.errors.OpError, ValueError):
+      committed = None
+    # The state file is what may have failed: the latest is what this process restored or
+    # saved, unless the failed save got as far as its commit.
+    latest = prefix if committed == prefix else self.latest
     if latest != prefix:  # not committed: nothing may point at these files
       for pattern in (prefix + ".index", prefix + ".data-*", prefix + "_temp*"):
         for name in tf.io.gfile.glob(pattern):
@@ -132,8 +204,30 @@ class Checkpointer:
             pass  # best effort: an uncommitted leftover is ignored on restore anyway
     return CheckpointError(
         f"workdir: cannot write checkpoint {prefix} ({_first_line(error)}); "
-        f"the latest checkpoint is still {latest or 'none (no checkpoint yet)'}: free space "
-        f"or fix permissions, then run the same command again to resume")
+        f"the latest checkpoint is still {latest or 'none (no checkpoint yet)'}: "
+        f"{_advice(error, directory)}, then run the same command again to resume")
+
+
+def _advice(error, directory):
+  """What to do about a failed write, by what the error says."""
+  text = f"{type(error).__name__} {error}".lower()
+  if any(k in text for k in ("no space", "resourceexhausted", "file too large", "quota",
+                             "enospc", "efbig")):
+    return "free space"
+  if any(k in text for k in ("permission", "read-only", "eacces", "erofs")):
+    return f"fix the permissions of {directory}"
+  if any(k in text for k in ("not a directory", "is a directory", "failedprecondition")):
+    return (f"fix {directory} (something there is a file where a directory belongs, or the "
+            f"other way round)")
+  return "free space or fix permissions"
+
+
+def _state(directory):
+  """The CheckpointState of `directory`, or None if missing or unusable."""
+  try:
+    return tf.train.get_checkpoint_state(directory)  # None if missing or unparsable
+  except (ValueError, tf.errors.OpError):  # parsed, but lists nothing; or unreadable
+    return None
 
 
 def _number(prefix):

@@ -13,7 +13,7 @@ import time
 
 from absl import logging
 
-from trainer.errors import NonFiniteLossError, Preempted
+from trainer.errors import Interrupted, NonFiniteLossError, Preempted
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,10 +51,13 @@ class Controller:
     watcher: a `preemption.Watcher` (entered).
     learning_rate: global step -> the learning rate the next update uses (for the logs).
     global_batch_size: examples per global step (for examples/s).
+    after_first_loop: called once, after the first loop of this process trained to a finite
+      loss and before anything about it is written (the run has started: the watcher's
+      start-up phase ends, a changed config.json may be written), or None.
   """
 
   def __init__(self, cadence, trainer, checkpointer, summaries, watcher, learning_rate,
-               global_batch_size):
+               global_batch_size, after_first_loop=None):
     self.cadence = cadence
     self._trainer = trainer
     self._checkpointer = checkpointer
@@ -62,6 +65,7 @@ class Controller:
     self._watcher = watcher
     self._learning_rate = learning_rate
     self._batch = global_batch_size
+    self._after_first_loop = after_first_loop
     self.trained_steps = 0  # by this process, and the seconds its loops took
     self.train_seconds = 0.0
 
@@ -76,6 +80,7 @@ class Controller:
     Raises:
       NonFiniteLossError: the loss became NaN/inf (nothing was checkpointed after it).
       Preempted: SIGTERM; a checkpoint of the step reached was written.
+      Interrupted: Ctrl-C; a checkpoint of the step reached was written.
     """
     step, total = self._trainer.global_step(), self.cadence.total_steps
     if step >= total:
@@ -88,7 +93,7 @@ class Controller:
       if stop or step == total or crossed(before, step, self.cadence.checkpoint_every):
         self._checkpointer.save(step)
       if stop:
-        raise Preempted(step)
+        raise (Interrupted if stop == "SIGINT" else Preempted)(step)
     final = self._trainer.evaluate()
     step = self._trainer.global_step()
     self._summaries.write("eval", step, final)
@@ -107,6 +112,9 @@ class Controller:
       raise NonFiniteLossError(
           f"training loss is {metrics['loss']} in the {n} steps up to global step {step}; "
           f"stopped without checkpointing (lower schedule.target_lr or check the data)")
+    if self._after_first_loop:
+      self._after_first_loop()
+      self._after_first_loop = None
     self._summaries.write("train", step, {
         **metrics, "learning_rate": float(self._learning_rate(step)),
         "examples_per_sec": n * self._batch / seconds})

@@ -5,12 +5,17 @@
                           workdir is touched; the message names the field and what is allowed.
   NonFiniteLossError   3  the training loss became NaN or infinite; nothing was checkpointed
                           after it, so the last checkpoint is the last good one.
-  Preempted            4  SIGTERM arrived; the current loop finished and was checkpointed.
+  Preempted            4  SIGTERM arrived; the current loop finished and was checkpointed (or,
+                          during start-up, the run stopped at once with nothing to save).
   CheckpointError      5  storage failed (disk full, permissions, unreadable checkpoints); the
                           message says which checkpoint is intact.
+  Interrupted        130  Ctrl-C (SIGINT): once, the current loop finished and was checkpointed;
+                          twice (or during start-up), the run stopped at once.
 
-Anything else is a bug and keeps its traceback. `exit_on_error` is the one place that turns
-these into one stderr line and an exit status.
+Anything else is a bug and keeps its traceback, except running out of memory (`user_error`:
+a global batch too large to allocate is a user mistake, exit 2) and a KeyboardInterrupt that
+arrived before the trainer's own Ctrl-C handler was installed (exit 130, one line).
+`exit_on_error` is the one place that turns these into one stderr line and an exit status.
 """
 
 import sys
@@ -38,14 +43,23 @@ class NonFiniteLossError(TrainerError, RuntimeError):
 
 
 class Preempted(TrainerError):
-  """Training stopped on SIGTERM after checkpointing global step `step`."""
+  """Training stopped on SIGTERM after checkpointing global step `step`.
+
+  `step=None`: SIGTERM arrived during start-up (strategy, data, build, restore, the first
+  loop's compilation) and the run stopped at once; nothing of this process needed saving.
+  """
 
   exit_code = 4
   prefix = ""  # not a failure: a supervisor reruns the same command
 
-  def __init__(self, step):
-    super().__init__(f"preempted (SIGTERM): checkpoint written at global step {step}; "
-                     f"run the same command again to resume")
+  def __init__(self, step=None):
+    if step is None:
+      message = ("preempted (SIGTERM) during start-up: stopped at once, nothing trained since "
+                 "the latest checkpoint; run the same command again to resume")
+    else:
+      message = (f"preempted (SIGTERM): checkpoint written at global step {step}; run the "
+                 f"same command again to resume")
+    super().__init__(message)
     self.step = step
 
 
@@ -55,9 +69,60 @@ class CheckpointError(TrainerError, RuntimeError):
   exit_code = 5
 
 
-EXIT_CONFIG, EXIT_NONFINITE, EXIT_PREEMPTED, EXIT_CHECKPOINT = (
+class Interrupted(TrainerError):
+  """Ctrl-C (SIGINT). Once: the current loop finished and global step `step` was checkpointed.
+  Twice, or during start-up (`step=None`): stopped at once, the latest checkpoint intact.
+
+  Exit status 130 (128 + SIGINT), as a shell reports a process that Ctrl-C ended.
+  """
+
+  exit_code = 130
+  prefix = ""  # the user asked for it
+
+  def __init__(self, step=None):
+    if step is None:
+      message = ("interrupted (Ctrl-C): stopped at once, nothing written since the latest "
+                 "checkpoint; run the same command again to resume from it")
+    else:
+      message = (f"interrupted (Ctrl-C): checkpoint written at global step {step}; run the "
+                 f"same command again to resume")
+    super().__init__(message)
+    self.step = step
+
+
+EXIT_CONFIG, EXIT_NONFINITE, EXIT_PREEMPTED, EXIT_CHECKPOINT, EXIT_INTERRUPTED = (
     ConfigError.exit_code, NonFiniteLossError.exit_code, Preempted.exit_code,
-    CheckpointError.exit_code)
+    CheckpointError.exit_code, Interrupted.exit_code)
+
+
+def user_error(error):
+  """`error` as the TrainerError it stands for, or None for a bug (keeps its traceback).
+
+  Running out of memory (numpy's MemoryError, TF's ResourceExhaustedError "OOM when
+  allocating") means the global batch, or the model at that batch, does not fit: a user
+  mistake, reported as one line naming `global_batch_size`.
+  """
+  if isinstance(error, TrainerError):
+    return error
+  if isinstance(error, KeyboardInterrupt):  # before the trainer's handler was installed
+    return Interrupted()
+  # A stop at once raised by a signal handler inside a library that re-raises its own error
+  # (TF's tracing turns it into a StagingError, the original in __context__).
+  seen, inner = set(), error.__cause__ or error.__context__
+  while inner is not None and id(inner) not in seen:
+    if isinstance(inner, (Preempted, Interrupted)):
+      return inner
+    seen.add(id(inner))
+    inner = inner.__cause__ or inner.__context__
+  oom = isinstance(error, MemoryError) or (
+      type(error).__name__ == "ResourceExhaustedError" and "OOM" in str(error))
+  if oom:
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    reason = (lines[0] if lines else "")[:200]
+    return ConfigError(f"global_batch_size: out of memory ({type(error).__name__}: {reason}); "
+                       f"the global batch (or the model at that batch) does not fit on this "
+                       f"hardware: use a smaller global_batch_size")
+  return None
 
 
 def exit_with(error: TrainerError):
@@ -72,7 +137,10 @@ def exit_on_error(main):
   def wrapped(argv):
     try:
       return main(argv)
-    except TrainerError as e:
-      exit_with(e)
+    except BaseException as e:  # pylint: disable=broad-except
+      error = user_error(e)
+      if error is None:
+        raise
+      exit_with(error)
 
   return wrapped

@@ -2,13 +2,32 @@
 
 Writing runs on values already read back to the host. `read_scalars` is the one reader of a
 run's history: tests, the warmup experiment and `trainer.plot --workdir` use it.
+
+After a resume. A run resumed from the checkpoint of step `s` trains (and logs) again the
+steps after `s` that the killed process had logged. So that no reader sees those twice, or a
+curve that jumps back (28, 20, 24, 28 ...), `Summaries(..., resume_step=s)` first rewrites
+the history of each split as one event file holding every event up to step `s` (the last
+write of each step) in place of the old files, so the new process's event file continues
+it; steps up to `s` that are already recorded are not written again, so rerunning a finished
+run adds no points. The rewrite is a new file renamed over the oldest one, then the other old
+files deleted: a process killed in between leaves old files that a reader of the "last write
+wins" rule (below) still reads right, and the next start rewrites again.
+
+The rule, for every reader: a step's value is its last write, and a write of step `s`
+replaces everything logged at steps >= `s` before it (per tag, event files oldest first).
+TensorBoard's data server (`tensorboard-data-server`, the default) applies exactly this
+("preemption" in its reservoir); `read_scalars` applies it too; TensorBoard's legacy Python
+loader (`--load_fast=false`) needs the rewrite, which gives it a history without repeats.
 """
 
+import collections
 import os
+import uuid
 
+from absl import logging
 import tensorflow as tf
 
-from trainer import hooks
+from trainer import hooks, preemption
 
 
 class Summaries:
@@ -21,24 +40,48 @@ class Summaries:
     chief: whether this process writes.
     console: a `console.Console` for the person watching, or None.
     after_eval: called after every eval write (the chief redraws curves.png there), or None.
+    resume_step: the global step this process starts from (the restored checkpoint's): the
+      history is rewritten to end there (see the module docstring). None: left as it is.
   """
 
-  def __init__(self, workdir, chief, console=None, after_eval=None):
-    make = tf.summary.create_file_writer if chief else (lambda _: tf.summary.create_noop_writer())
-    self._writers = {split: make(os.path.join(workdir, split)) for split in ("train", "eval")}
+  SPLITS = ("train", "eval")
+
+  def __init__(self, workdir, chief, console=None, after_eval=None, resume_step=None):
+    self._workdir = workdir
+    self._chief = chief
+    self._writers = {}  # made at the first write: a finished run's rerun adds no files
     self._console = console
     self._after_eval = after_eval if chief else None
+    self._recorded = {split: set() for split in self.SPLITS}  # steps <= resume_step on disk
+    self._resume_step = resume_step
+    if chief and resume_step is not None:
+      for split in self.SPLITS:
+        self._recorded[split] = truncate_history(workdir, split, resume_step)
+
+  def _writer(self, split):
+    if split not in self._writers:
+      self._writers[split] = (tf.summary.create_file_writer(os.path.join(self._workdir, split))
+                              if self._chief else tf.summary.create_noop_writer())
+    return self._writers[split]
 
   def write(self, split, step, scalars):
-    """Writes `scalars` (name -> float) at global `step` and shows them."""
+    """Writes `scalars` (name -> float) at global `step` and shows them.
+
+    A step up to `resume_step` already in the history (the final eval of a finished run,
+    rerun) is shown but not written again.
+    """
+    again = self._resume_step is not None and step <= self._resume_step and (
+        step in self._recorded[split])
     with hooks.point("summary"):
-      with self._writers[split].as_default():
-        for name, value in scalars.items():
-          tf.summary.scalar(name, value, step=step)
-      self._writers[split].flush()
+      if not again:
+        writer = self._writer(split)
+        with writer.as_default():
+          for name, value in scalars.items():
+            tf.summary.scalar(name, value, step=step)
+        writer.flush()
     if self._console:
       (self._console.train if split == "train" else self._console.eval)(step, scalars)
-    if split == "eval" and self._after_eval:
+    if split == "eval" and self._after_eval and not again:
       self._after_eval()
 
   def close(self):
@@ -48,30 +91,109 @@ class Summaries:
       w.close()
 
 
+def _event_files(workdir, split):
+  """The event files of `workdir/split`, oldest first."""
+  paths = tf.io.gfile.glob(os.path.join(workdir, split, "events.*"))
+  # events.out.tfevents.<unix time>.<host>.<pid>...: oldest first by the time in the name.
+  return sorted(paths, key=lambda p: (_file_time(p), p))
+
+
+def _file_time(path):
+  try:
+    return int(os.path.basename(path).split(".")[3])
+  except (IndexError, ValueError):
+    return 0
+
+
+def _records(path):
+  """The serialized events of one file; a record cut short by a killed process ends it."""
+  out = []
+  try:
+    for record in tf.data.TFRecordDataset(path):
+      out.append(record.numpy())
+  except tf.errors.DataLossError:  # the record being written when the process died
+    pass
+  return out
+
+
+def truncate_history(workdir, split, step):
+  """Rewrites `workdir/split`'s events to end at global `step` (see the module docstring).
+
+  Returns the set of steps recorded there, up to `step`. Leaves the files as they are (and
+  logs why) if they cannot be read or written: readers of the last-write rule still read
+  them right.
+  """
+  try:
+    paths = _event_files(workdir, split)
+    if not paths:
+      return set()
+    events = [tf.compat.v1.Event.FromString(r) for p in paths for r in _records(p)]
+    kept = _last_writes([e for e in events if e.HasField("summary")])
+    recorded = {e.step for e in kept if e.step <= step}
+    replayed = any(e.step > step for e in kept)
+    if not replayed and len(kept) == sum(e.HasField("summary") for e in events):
+      return recorded  # nothing after `step`, no repeats: leave the files alone
+    header = next((e for e in events if e.HasField("file_version")), None)
+    if header is None:
+      header = tf.compat.v1.Event(wall_time=kept[0].wall_time if kept else 0.0,
+                                  file_version="brain.Event:2")
+    tmp = os.path.join(workdir, split, f".history-{uuid.uuid4().hex}.tmp")
+    with tf.io.TFRecordWriter(tmp) as writer:
+      writer.write(header.SerializeToString())
+      for event in kept:
+        if event.step <= step:
+          writer.write(event.SerializeToString())
+    with preemption.critical():  # a stop at once waits for the old files to be gone
+      tf.io.gfile.rename(tmp, paths[0], overwrite=True)  # the history keeps the oldest's place
+      for path in paths[1:]:
+        tf.io.gfile.remove(path)
+    logging.info("%s: history rewritten to end at step %d (%d events after it dropped; "
+                 "they are trained and logged again).", os.path.join(workdir, split), step,
+                 sum(e.step > step for e in kept))
+    return recorded
+  except (tf.errors.OpError, OSError) as e:
+    logging.warning("Could not rewrite the TensorBoard history in %s (%s); readers that keep "
+                    "the last write of a step (TensorBoard's data server, read_scalars) still "
+                    "show it right.", os.path.join(workdir, split), e)
+    return {s for _, s, _ in read_events(workdir, split) if s <= step}
+
+
+def _last_writes(events):
+  """Summary events under the last-write rule, in the order written: per tag, a write of
+  step `s` drops the earlier writes of steps >= `s`."""
+  by_tag = collections.defaultdict(list)  # tag -> [(step, index)]
+  for i, event in enumerate(events):
+    for value in event.summary.value:
+      series = by_tag[value.tag]
+      while series and series[-1][0] >= event.step:
+        series.pop()
+      series.append((event.step, i))
+  keep = sorted({i for series in by_tag.values() for _, i in series})
+  return [events[i] for i in keep]
+
+
 def read_events(workdir, split):
   """[(tag, global step, value)] of every scalar in `workdir/split`, in the order written.
 
   Event files are read oldest first; a record cut short by a killed process ends its file.
   """
   out = []
-  paths = tf.io.gfile.glob(os.path.join(workdir, split, "events.*"))
-  # events.out.tfevents.<unix time>.<host>.<pid>...: oldest first by the time in the name.
-  for path in sorted(paths, key=lambda p: (int(os.path.basename(p).split(".")[3]), p)):
-    try:
-      for record in tf.data.TFRecordDataset(path):
-        event = tf.compat.v1.Event.FromString(record.numpy())
-        out.extend((value.tag, event.step, float(tf.make_ndarray(value.tensor)))
-                   for value in event.summary.value)
-    except tf.errors.DataLossError:  # the record being written when the process died
-      pass
+  for path in _event_files(workdir, split):
+    for record in _records(path):
+      event = tf.compat.v1.Event.FromString(record)
+      out.extend((value.tag, event.step, float(tf.make_ndarray(value.tensor)))
+                 for value in event.summary.value)
   return out
 
 
 def read_scalars(workdir, split, tag):
-  """{global step: value} of one scalar, steps ascending; a step written twice keeps the last
-  write (what TensorBoard shows)."""
-  out = {}
+  """{global step: value} of one scalar, steps ascending, under the last-write rule (what
+  TensorBoard shows): a step written twice keeps its last write, and a write of step `s`
+  replaces the writes of steps >= `s` before it (a resumed run's replayed steps)."""
+  series = []
   for name, step, value in read_events(workdir, split):
     if name == tag:
-      out[step] = value
-  return dict(sorted(out.items()))
+      while series and series[-1][0] >= step:
+        series.pop()
+      series.append((step, value))
+  return dict(series)
