@@ -124,8 +124,8 @@ def test_two_workers_train_like_one_process(single_process_run, tmp_path, device
   assert max(lrs.values()) > 0 and lrs[TOTAL_STEPS] == 0.0
 
   # Only the chief wrote to the workdir; the other worker left no scratch directory behind.
-  assert sorted(p.name for p in workdir.iterdir()) == [
-      "checkpoints", "config.json", "curves.png", "eval", "schedule.png", "train"]
+  assert sorted(p.name for p in workdir.iterdir() if p.name != ".lock") == [
+      "checkpoints", "config.json", "curves.png", "eval", "export", "schedule.png", "train"]
   for split in ("train", "eval"):
     files = list((workdir / split).iterdir())
     assert len(files) == 1, files
