@@ -17,7 +17,7 @@ from tests.conftest import REPO, cpu, default_config, main_env
 from tests.killer import tree
 from trainer import config as config_lib
 from trainer import data, train
-from trainer import workdir as workdir_lib
+from trainer import lock as lock_lib
 
 _TF_CONFIG_OK_SHAPE = {"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker",
                                                                          "index": 3}}
@@ -244,7 +244,7 @@ def matrix(tmp_path_factory):
       kind = "proc"  # root writes through mode 0o555; /proc refuses everyone
     workdir = _workdir(kind, base, f"case{i}")
     if kind == "held":  # this process holds the lock while the case runs
-      held.append(workdir_lib.Lock(workdir))
+      held.append(lock_lib.Lock(workdir))
       held[-1].__enter__()
     before = tree(workdir) if os.path.isdir(workdir) else None
     setups[name] = (workdir, before, os.path.exists(workdir))

@@ -18,6 +18,8 @@ import tensorflow as tf
 
 from tests.conftest import REPO, checkpointed_run, cpu, main_env, run_main
 from trainer import hooks, main, train
+from trainer import lease as lease_lib
+from trainer import lock as lock_lib
 from trainer import workdir as workdir_lib
 from trainer.errors import ConfigError
 
@@ -131,29 +133,29 @@ def test_a_file_or_directory_in_the_wrong_place_is_refused_before_anything_is_wr
 
 def test_a_second_lock_on_a_locked_workdir_names_the_holder(tmp_path):
   workdir = str(tmp_path / "w")
-  with workdir_lib.Lock(workdir) as lock:
+  with lock_lib.Lock(workdir) as lock:
     assert lock.holder["pid"] == os.getpid()
     with open(os.path.join(workdir, ".lock")) as f:
       assert json.load(f)["pid"] == os.getpid()  # a reader can tell who holds it
     with pytest.raises(ConfigError) as info:
-      with workdir_lib.Lock(workdir):
+      with lock_lib.Lock(workdir):
         pass
   message = str(info.value)
   assert message.startswith(f"workdir: {workdir} is in use by another run: pid {os.getpid()} "
                             f"on {socket.gethostname()}, started ")
   assert "\n" not in message
   assert os.listdir(workdir) == []  # released: the lock file goes with it
-  with workdir_lib.Lock(workdir):  # and it can be taken again
+  with lock_lib.Lock(workdir):  # and it can be taken again
     with pytest.raises(ConfigError, match=r"--force_unlock cannot take an OS lock"):
-      with workdir_lib.Lock(workdir, force_unlock=True):  # a live holder is never overridden
+      with lock_lib.Lock(workdir, force_unlock=True):  # a live holder is never overridden
         pass
 
 
 _HOLDER = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, {repo!r})
-    from trainer import workdir
-    with workdir.Lock({workdir!r}):
+    from trainer import lock
+    with lock.Lock({workdir!r}):
       print("locked", flush=True)
       time.sleep(600)
     """)
@@ -166,12 +168,12 @@ def test_the_os_lock_dies_with_its_process(tmp_path):
   try:
     assert proc.stdout.readline().strip() == "locked"
     with pytest.raises(ConfigError, match=f"pid {proc.pid} on "):
-      with workdir_lib.Lock(workdir):
+      with lock_lib.Lock(workdir):
         pass
   finally:
     proc.kill()  # SIGKILL: no chance to release anything
     proc.wait()
-  with workdir_lib.Lock(workdir) as lock:  # the kernel released it
+  with lock_lib.Lock(workdir) as lock:  # the kernel released it
     assert lock.holder["pid"] == os.getpid()
 
 
@@ -184,31 +186,31 @@ def test_a_waiter_that_locked_an_unlinked_lock_file_takes_the_new_one(tmp_path):
   os.remove(workdir / ".lock")  # as a releasing holder does
   fcntl.flock(stale, fcntl.LOCK_EX)  # a lock on the unlinked file means nothing
   try:
-    with workdir_lib.Lock(str(workdir)):
+    with lock_lib.Lock(str(workdir)):
       assert os.path.exists(workdir / ".lock")
   finally:
     os.close(stale)
 
 
 def test_without_os_locks_a_lease_is_used(tmp_path, monkeypatch):
-  monkeypatch.setattr(workdir_lib, "LEASE_SETTLE_SECONDS", 0.01)
+  monkeypatch.setattr(lease_lib, "LEASE_SETTLE_SECONDS", 0.01)
 
   def no_flock(fd, op):
     raise OSError(errno.ENOLCK, "No locks available")
 
   monkeypatch.setattr(fcntl, "flock", no_flock)
   workdir = str(tmp_path / "w")
-  with workdir_lib.Lock(workdir) as lock:
+  with lock_lib.Lock(workdir) as lock:
     assert "token" in lock.holder  # a lease
     with pytest.raises(ConfigError, match="its lease .* was refreshed 0 s ago"):
-      with workdir_lib.Lock(workdir):
+      with lock_lib.Lock(workdir):
         pass
   assert os.listdir(workdir) == []
 
 
 def test_only_the_chief_locks_or_creates_anything(tmp_path):
   workdir = tmp_path / "w"
-  with workdir_lib.Lock(str(workdir), chief=False) as lock:
+  with lock_lib.Lock(str(workdir), chief=False) as lock:
     assert lock.holder is None
   assert not workdir.exists()
 
@@ -222,7 +224,7 @@ def test_a_new_workdir_is_removed_after_a_user_mistake(tmp_path, error, removed)
   parent = tmp_path / "runs"
   workdir = parent / "a" / "w"
   with pytest.raises(type(error)):
-    with workdir_lib.Lock(str(workdir)):
+    with lock_lib.Lock(str(workdir)):
       (workdir / "config.json").write_text("{}")
       raise error
   assert workdir.exists() != removed
@@ -234,12 +236,12 @@ def test_an_existing_workdir_or_one_with_checkpoints_is_never_removed(tmp_path):
   existing.mkdir()
   (existing / "notes").write_text("mine")
   with pytest.raises(ConfigError):
-    with workdir_lib.Lock(str(existing)):
+    with lock_lib.Lock(str(existing)):
       raise ConfigError("seed: cannot resume")
   assert sorted(os.listdir(existing)) == ["notes"]  # as it was: no lock file left either
   new = tmp_path / "new"
   with pytest.raises(ConfigError):
-    with workdir_lib.Lock(str(new)):
+    with lock_lib.Lock(str(new)):
       (new / "checkpoints").mkdir()
       (new / "checkpoints" / "ckpt-8.index").write_text("")
       raise ConfigError("global_batch_size: out of memory")
@@ -248,9 +250,9 @@ def test_an_existing_workdir_or_one_with_checkpoints_is_never_removed(tmp_path):
 
 def test_a_failed_lock_removes_nothing_another_run_uses(tmp_path):
   workdir = tmp_path / "w"
-  with workdir_lib.Lock(str(workdir)):
+  with lock_lib.Lock(str(workdir)):
     with pytest.raises(ConfigError):
-      with workdir_lib.Lock(str(workdir)):
+      with lock_lib.Lock(str(workdir)):
         pass
     assert workdir.exists() and (workdir / ".lock").exists()
 
@@ -260,10 +262,10 @@ def test_a_stale_lock_file_of_a_killed_run_is_left_as_it_was_after_a_mistake(tmp
   workdir.mkdir()
   (workdir / ".lock").write_text('{"pid": 1, "host": "gone"}\n')
   with pytest.raises(ConfigError):
-    with workdir_lib.Lock(str(workdir)):
+    with lock_lib.Lock(str(workdir)):
       raise ConfigError("seed: cannot resume")
   assert (workdir / ".lock").read_text() == '{"pid": 1, "host": "gone"}\n'  # byte for byte
-  with workdir_lib.Lock(str(workdir)):
+  with lock_lib.Lock(str(workdir)):
     pass
   assert not (workdir / ".lock").exists()  # a run that ends normally tidies it
 
@@ -274,7 +276,7 @@ def test_a_locked_workdir_is_refused_before_its_config_json_is_read(data_dir, tm
   workdir = str(tmp_path / "w")
   read = []
   monkeypatch.setattr(resume, "check", lambda *a, **k: read.append(a) or False)
-  with workdir_lib.Lock(workdir):
+  with lock_lib.Lock(workdir):
     with pytest.raises(ConfigError, match=f"^workdir: {workdir} is in use by another run"):
       train.train_and_evaluate(checkpointed_run(data_dir), workdir, cpu())
   assert read == []
@@ -285,8 +287,8 @@ def test_a_locked_workdir_is_refused_before_its_config_json_is_read(data_dir, tm
 
 @pytest.fixture
 def fast_leases(monkeypatch):
-  monkeypatch.setattr(workdir_lib, "LEASE_SETTLE_SECONDS", 0.05)
-  monkeypatch.setattr(workdir_lib, "LEASE_REFRESH_SECONDS", 0.1)
+  monkeypatch.setattr(lease_lib, "LEASE_SETTLE_SECONDS", 0.05)
+  monkeypatch.setattr(lease_lib, "LEASE_REFRESH_SECONDS", 0.1)
 
 
 def _lease(workdir):
@@ -296,14 +298,14 @@ def _lease(workdir):
 
 def test_a_lease_names_its_holder_is_refreshed_and_released(fast_leases):
   workdir = "ram://trainer_test_lease/a"
-  with workdir_lib.Lock(workdir) as lock:
+  with lock_lib.Lock(workdir) as lock:
     first = _lease(workdir)
     assert first["pid"] == os.getpid() and first["host"] == socket.gethostname()
     assert first["token"] == lock.holder["token"]
     time.sleep(0.5)
     assert _lease(workdir)["refreshed"] > first["refreshed"]  # the daemon thread refreshes
     with pytest.raises(ConfigError) as info:
-      with workdir_lib.Lock(workdir):
+      with lock_lib.Lock(workdir):
         pass
     message = str(info.value)
     assert f"is in use by another run: pid {os.getpid()} on {socket.gethostname()}" in message
@@ -315,17 +317,17 @@ def test_a_stale_lease_is_taken_over_and_force_unlock_takes_a_fresh_one(fast_lea
   workdir = "ram://trainer_test_lease/b"
   tf.io.gfile.makedirs(workdir)
   dead = {"pid": 999999, "host": "elsewhere", "started": "then", "token": "dead",
-          "refreshed": time.time() - workdir_lib.LEASE_TIMEOUT_SECONDS - 1}
+          "refreshed": time.time() - lease_lib.LEASE_TIMEOUT_SECONDS - 1}
   with tf.io.gfile.GFile(workdir + "/.lock", "w") as f:
     f.write(json.dumps(dead))
-  with workdir_lib.Lock(workdir) as lock:  # stale: taken over without asking
+  with lock_lib.Lock(workdir) as lock:  # stale: taken over without asking
     assert _lease(workdir)["token"] == lock.holder["token"]
   with tf.io.gfile.GFile(workdir + "/.lock", "w") as f:
     f.write(json.dumps({**dead, "refreshed": time.time()}))  # fresh, but its run is dead
   with pytest.raises(ConfigError, match="pid 999999 on elsewhere"):
-    with workdir_lib.Lock(workdir):
+    with lock_lib.Lock(workdir):
       pass
-  with workdir_lib.Lock(workdir, force_unlock=True) as lock:
+  with lock_lib.Lock(workdir, force_unlock=True) as lock:
     assert _lease(workdir)["token"] == lock.holder["token"]
 
 
@@ -336,7 +338,7 @@ def test_of_two_runs_taking_a_lease_together_one_wins(fast_leases):
   def take():
     barrier.wait()
     try:
-      with workdir_lib.Lock(workdir):
+      with lock_lib.Lock(workdir):
         results.append("won")
         time.sleep(0.5)
     except ConfigError:
@@ -352,7 +354,7 @@ def test_of_two_runs_taking_a_lease_together_one_wins(fast_leases):
 
 def test_a_run_whose_lease_was_taken_over_says_so(fast_leases, caplog):
   workdir = "ram://trainer_test_lease/d"
-  with workdir_lib.Lock(workdir):
+  with lock_lib.Lock(workdir):
     with tf.io.gfile.GFile(workdir + "/.lock", "w") as f:
       f.write(json.dumps({"pid": 1, "host": "other", "token": "x", "refreshed": time.time()}))
     time.sleep(0.4)

@@ -3,7 +3,7 @@
 The order is the contract: every check that can fail on user input (config, dataset, plan,
 workdir, resume) runs before anything is written, except the workdir's lock, which the resume
 check needs (it reads config.json) and which leaves nothing behind when a user mistake stops
-the run (`trainer.workdir.Lock`); then the parts are built
+the run (`trainer.lock.Lock`); then the parts are built
 (`trainer.build`), the latest checkpoint restored, `config.json` and `schedule.png` written,
 and the `Controller` trains. A run that reaches total_steps ends with `workdir/export/`
 (`trainer.export`).
@@ -19,6 +19,7 @@ from trainer import resume
 from trainer import summaries
 from trainer import config as config_lib
 from trainer import controller as controller_lib
+from trainer import lock as lock_lib
 from trainer import export as export_lib
 from trainer import strategy as strategy_lib
 from trainer import task as task_lib
@@ -40,7 +41,7 @@ def train_and_evaluate(config, workdir, strategy=None, allow_config_change=False
     allow_config_change: resume even if the config differs from workdir/config.json in
       fields that change the run (see `trainer.resume`).
     force_unlock: take over a gs:// workdir's lease that is not stale yet (its run is known
-      to be dead; see `trainer.workdir.Lock`).
+      to be dead; see `trainer.lock.Lock`).
 
   Returns:
     A dict with the final global `step`, the final eval metrics (`loss` and the task's:
@@ -73,7 +74,7 @@ def train_and_evaluate(config, workdir, strategy=None, allow_config_change=False
                plan)
 
   # One run per workdir: the lock comes before anything of the workdir is read or written.
-  with (workdir_lib.Lock(workdir, chief, force_unlock), build.global_policy(policy),
+  with (lock_lib.Lock(workdir, chief, force_unlock), build.global_policy(policy),
         preemption.Watcher(strategy) as watcher):
     # True: this config takes over a workdir config.json says is another run's (allowed).
     takes_over = resume.check(workdir, config, plan, allow_config_change)
