@@ -23,7 +23,7 @@
 
 Atomic: everything is written into a temporary sibling (`workdir/export.tmp-*`) and then
 renamed to `export/`, so a reader sees no `export/`, the previous complete one, or the new
-complete one; never half of one (see `_publish` for what gs:// can and cannot promise).
+complete one; never half of one (see `workdir.publish_directory` for what gs:// can and cannot promise).
 
 The export is made from a fresh copy of the model built outside the strategy (the config's
 model function called again under the run's dtype policy, then the trained weights and
@@ -40,7 +40,6 @@ import io
 import json
 import logging as std_logging
 import os
-import shutil
 import uuid
 import warnings
 
@@ -50,6 +49,7 @@ import tensorflow as tf
 
 from trainer import build as build_lib
 from trainer import models
+from trainer import workdir as workdir_lib
 from trainer.compat import LEGACY_KERAS, keras
 from trainer.data import augment
 
@@ -163,10 +163,10 @@ def _write(parts, snapshot, workdir, step):
       return None
     with tf.io.gfile.GFile(os.path.join(tmp, MANIFEST), "w") as f:  # last: marks it complete
       f.write(json.dumps(manifest, indent=2, sort_keys=True))
-    _publish(tmp, final)
+    workdir_lib.publish_directory(tmp, final, MANIFEST, _OLD)
   finally:
     if tf.io.gfile.exists(tmp):
-      _rmtree(tmp)
+      workdir_lib.remove(tmp)
   if problems:
     logging.warning("export: %s; wrote %s", "; ".join(problems),
                     ", ".join(os.path.join(final, p) for p in manifest["written"]))
@@ -210,7 +210,7 @@ def _write_parts(parts, snapshot, tmp, step):
       problems.append(f"{SERVING_DIR}/ not written: the model cannot be exported as a "
                       f"SavedModel ({reason})")
       if tf.io.gfile.exists(os.path.join(tmp, SERVING_DIR)):
-        _rmtree(os.path.join(tmp, SERVING_DIR))
+        workdir_lib.remove(os.path.join(tmp, SERVING_DIR))
   return manifest, problems
 
 
@@ -270,66 +270,11 @@ def _write_serving(model, task, dtype, input_shape, path):
       archive.write_out(path, verbose=False)
 
 
-def _publish(tmp, final):
-  """Makes the complete export in `tmp` the one at `final`.
-
-  Local disks: two rename(2)s (the old export aside, the new one in), each atomic, so a
-  reader sees the old export, none (between the two renames), or the new one; the old one is
-  deleted afterwards (a load of the old export still under way then can fail: load again).
-  If the second rename fails, the old export is put back.
-
-  gs:// and other object stores have no directories and no atomic rename of a tree (TF
-  renames object by object, a copy and a delete each): there only each file is atomic. So
-  the old export's export.json is deleted first (the old export stops being complete), then
-  the old files, then the new files are moved in with export.json last: a reader that checks
-  for export.json (as `trainer.evaluate --export` does) never takes a partial export for a
-  complete one, but there is a window with no complete export at all, and a listing during
-  it can show some files of the new export.
-  """
-  if "://" not in final:
-    old = None
-    if os.path.exists(final):
-      old = f"{os.path.dirname(final) or '.'}/{_OLD}{uuid.uuid4().hex[:8]}"
-      os.rename(final, old)
-    try:
-      os.rename(tmp, final)
-    except OSError:
-      if old:
-        os.rename(old, final)
-      raise
-    if old:
-      shutil.rmtree(old, ignore_errors=True)
-    return
-  if tf.io.gfile.exists(final):
-    manifest = os.path.join(final, MANIFEST)
-    if tf.io.gfile.exists(manifest):
-      tf.io.gfile.remove(manifest)
-    _rmtree(final)
-  files = []
-  for directory, _, names in tf.io.gfile.walk(tmp):
-    files += [os.path.join(directory, n) for n in names]
-  files.sort(key=lambda p: os.path.relpath(p, tmp) == MANIFEST)  # export.json last
-  for src in files:
-    dst = os.path.join(final, os.path.relpath(src, tmp))
-    tf.io.gfile.makedirs(os.path.dirname(dst))
-    tf.io.gfile.rename(src, dst, overwrite=True)
-
-
 def _remove_leftovers(workdir):
   """Temporary and replaced exports of a process that died while exporting."""
   for pattern in (_TMP + "*", _OLD + "*"):
     for path in tf.io.gfile.glob(os.path.join(workdir, pattern)):
-      _rmtree(path)
-
-
-def _rmtree(path):
-  try:
-    if tf.io.gfile.isdir(path):
-      tf.io.gfile.rmtree(path)
-    else:
-      tf.io.gfile.remove(path)
-  except (tf.errors.OpError, OSError) as e:
-    logging.warning("export: could not remove %s (%s)", path, _first_line(e))
+      workdir_lib.remove(path)
 
 
 @contextlib.contextmanager

@@ -5,7 +5,9 @@ Who owns a workdir is `trainer.lock`'s business.
 """
 
 import os
+import shutil
 import tempfile
+import uuid
 
 from absl import logging
 import tensorflow as tf
@@ -100,3 +102,62 @@ def write_atomically(path, content):
     tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
+
+
+def publish_directory(tmp, final, marker, old_prefix):
+  """Makes the complete directory `tmp` the one at `final` (e.g. a model export).
+
+  `marker` is the file whose presence makes a directory complete (written last); an old
+  `final` is first moved aside as `<old_prefix><random>` beside it.
+
+  Local disks: two rename(2)s (the old export aside, the new one in), each atomic, so a
+  reader sees the old export, none (between the two renames), or the new one; the old one is
+  deleted afterwards (a load of the old export still under way then can fail: load again).
+  If the second rename fails, the old export is put back.
+
+  gs:// and other object stores have no directories and no atomic rename of a tree (TF
+  renames object by object, a copy and a delete each): there only each file is atomic. So
+  the old marker (an export's export.json) is deleted first (the old export stops being complete), then
+  the old files, then the new files are moved in with the marker last: a reader that checks
+  for export.json (as `trainer.evaluate --export` does) never takes a partial export for a
+  complete one, but there is a window with no complete export at all, and a listing during
+  it can show some files of the new export.
+  """
+  if "://" not in final:
+    old = None
+    if os.path.exists(final):
+      old = f"{os.path.dirname(final) or '.'}/{old_prefix}{uuid.uuid4().hex[:8]}"
+      os.rename(final, old)
+    try:
+      os.rename(tmp, final)
+    except OSError:
+      if old:
+        os.rename(old, final)
+      raise
+    if old:
+      shutil.rmtree(old, ignore_errors=True)
+    return
+  if tf.io.gfile.exists(final):
+    manifest = os.path.join(final, marker)
+    if tf.io.gfile.exists(manifest):
+      tf.io.gfile.remove(manifest)
+    remove(final)
+  files = []
+  for directory, _, names in tf.io.gfile.walk(tmp):
+    files += [os.path.join(directory, n) for n in names]
+  files.sort(key=lambda p: os.path.relpath(p, tmp) == marker)  # the marker last
+  for src in files:
+    dst = os.path.join(final, os.path.relpath(src, tmp))
+    tf.io.gfile.makedirs(os.path.dirname(dst))
+    tf.io.gfile.rename(src, dst, overwrite=True)
+
+
+def remove(path):
+  """Deletes a file or a directory tree, best effort (a warning if it cannot)."""
+  try:
+    if tf.io.gfile.isdir(path):
+      tf.io.gfile.rmtree(path)
+    else:
+      tf.io.gfile.remove(path)
+  except (tf.errors.OpError, OSError) as e:
+    logging.warning("could not remove %s (%s: %s)", path, type(e).__name__, e)
