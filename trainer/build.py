@@ -19,7 +19,8 @@ import dataclasses
 import tensorflow as tf
 
 from trainer import compile_plan as compile_plan_lib
-from trainer import data, loop, models, schedules
+from trainer import data, loop, models, preflight, schedules
+from trainer import config as config_lib
 from trainer import learner as learner_lib
 from trainer import task as task_lib
 from trainer.compat import keras
@@ -47,6 +48,25 @@ class Parts:
   @property
   def optimizer(self):
     return self.learner.optimizer
+
+
+def resolve(config, strategy):
+  """(info, plan, policy) of a settled config on `strategy`: every check that can fail on user
+  input, in order, before anything is built or written (train_and_evaluate, trainer.evaluate).
+
+  Raises:
+    ConfigError: naming the field.
+  """
+  config_lib.check(config)  # cheap field checks before the dataset is even looked at
+  models.check_name(config.model)  # imports a model function of yours, if named
+  task_lib.get_task(config.task)
+  preflight.check(config)  # seed range, dataset name, data_dir: one line, not a traceback
+  with preflight.tfds_errors(config):
+    info = data.get_dataset_info(config.dataset, config.data_dir, config.image_size,
+                                 config.eval_fraction)
+  plan = config_lib.resolve(config, info.num_train_examples, strategy.num_replicas_in_sync)
+  preflight.check_fits(config, info)
+  return info, plan, precision_policy(config.mixed_precision, strategy)
 
 
 def precision_policy(name, strategy) -> str:

@@ -24,12 +24,11 @@ import os
 from absl import app, flags
 
 from trainer import console, errors
+from trainer.rundir import EXPORT_DIR, MANIFEST, Files, check  # noqa: F401  (evaluate.check)
 from trainer.choices import STRATEGIES
 from trainer.errors import ConfigError
 
 FLAGS = flags.FLAGS
-# trainer.export's names (that module imports TensorFlow, which the first checks wait for).
-EXPORT_DIR, MANIFEST = "export", "export.json"
 
 
 def _define_flags():
@@ -51,86 +50,11 @@ def _define_flags():
       define(name, default, help_text)
 
 
-# What is in a workdir, checked before TensorFlow loads for local paths (a user mistake is
-# then one line in a fraction of a second) and through tf.io.gfile for gs:// and others.
-
-
-class _Files:
-  """os.path for local paths, tf.io.gfile (imported on first use) for remote ones."""
-
-  def __init__(self, path):
-    self.remote = "://" in path
-
-  def _gfile(self):
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    return tf.io.gfile
-
-  def exists(self, path):
-    return self._gfile().exists(path) if self.remote else os.path.exists(path)
-
-  def isdir(self, path):
-    return self._gfile().isdir(path) if self.remote else os.path.isdir(path)
-
-  def listdir(self, path):
-    if not self.isdir(path):
-      return []
-    return [n.rstrip("/") for n in (self._gfile().listdir(path) if self.remote
-                                     else os.listdir(path))]
-
-  def read(self, path):
-    if self.remote:
-      with self._gfile().GFile(path) as f:
-        return f.read()
-    with open(path, encoding="utf-8") as f:
-      return f.read()
-
-
-def check(workdir, checkpoint=None, export=False):
-  """Raises ConfigError if `workdir` has no run, no ckpt-`checkpoint`, or (`export`) no
-  export; reads only. Returns the parsed config.json."""
-  fs = _Files(workdir)
-  if not workdir:
-    raise ConfigError("workdir: give --workdir=DIR, the directory of a run")
-  if not fs.exists(workdir):
-    raise ConfigError(f"workdir: no such directory {workdir!r}; give the --workdir of a run")
-  if not fs.isdir(workdir):
-    raise ConfigError(f"workdir: {workdir!r} is a file; give the directory of a run")
-  path = os.path.join(workdir, "config.json")
-  if not fs.exists(path):
-    raise ConfigError(f"workdir: {workdir!r} has no config.json, so it is not a run's "
-                      f"directory (a run writes it before its first step)")
-  try:
-    saved = json.loads(fs.read(path))
-    if not (isinstance(saved, dict) and isinstance(saved.get("config"), dict)
-            and isinstance(saved.get("plan"), dict)):
-      raise ValueError("not a {config, plan} object")
-  except Exception as e:  # pylint: disable=broad-except  (bad JSON, OSError, TF's OpError)
-    raise ConfigError(f"workdir: {path} is unreadable ({type(e).__name__}: "
-                      f"{(str(e).splitlines() or [''])[0][:120]})") from None
-  if export:
-    if not fs.exists(os.path.join(workdir, EXPORT_DIR, MANIFEST)):
-      raise ConfigError(f"export: no export in {workdir!r} (no {EXPORT_DIR}/{MANIFEST}); a run "
-                        f"writes it when it reaches total_steps; drop --export to evaluate a "
-                        f"checkpoint")
-    return saved
-  directory = os.path.join(workdir, "checkpoints")
-  steps = sorted(int(n[len("ckpt-"):-len(".index")]) for n in fs.listdir(directory)
-                 if n.startswith("ckpt-") and n.endswith(".index")
-                 and n[len("ckpt-"):-len(".index")].isdigit())
-  if checkpoint is not None and checkpoint not in steps:
-    raise ConfigError(f"checkpoint: no checkpoint of step {checkpoint} in {directory} "
-                      f"(there are: {', '.join(map(str, steps)) or 'none'})")
-  if not steps:
-    raise ConfigError(f"workdir: no checkpoint in {directory} yet; train first (or "
-                      f"--export to evaluate the export)")
-  return saved
-
-
 def load_config(workdir, data_dir=""):
   """The run's ConfigDict from workdir/config.json (fields it predates at their defaults)."""
   import ml_collections  # pylint: disable=g-import-not-at-top
   from configs import default  # pylint: disable=g-import-not-at-top
-  blob = json.loads(_Files(workdir).read(os.path.join(workdir, "config.json")))
+  blob = json.loads(Files(workdir).read(os.path.join(workdir, "config.json")))
   config = ml_collections.ConfigDict(_merge(default.get_config().to_dict(), blob["config"]))
   if data_dir:
     config.data_dir = data_dir
@@ -145,18 +69,9 @@ def _merge(base, saved):
   return out
 
 
-def _rebuild(config, strategy):
-  """(info, plan, policy) of the run, as `train_and_evaluate` resolves them."""
-  # pylint: disable=g-import-not-at-top
-  from trainer import build, data, models
-  from trainer import config as config_lib
-  from trainer import task as task_lib
-  models.check_name(config.model)
-  task_lib.get_task(config.task)
-  info = data.get_dataset_info(config.dataset, config.data_dir, config.image_size,
-                               config.eval_fraction)
-  plan = config_lib.resolve(config, info.num_train_examples, strategy.num_replicas_in_sync)
-  return info, plan, build.precision_policy(config.mixed_precision, strategy)
+def _resolve(config, strategy):
+  from trainer import build  # pylint: disable=g-import-not-at-top  (TF-free until here)
+  return build.resolve(config, strategy)
 
 
 def restore(workdir, checkpoint=None, strategy=None, data_dir=""):
@@ -183,7 +98,7 @@ def restore(workdir, checkpoint=None, strategy=None, data_dir=""):
   check(workdir, checkpoint)
   config = load_config(workdir, data_dir)
   strategy = strategy or strategy_lib.get_strategy("auto")
-  info, plan, policy = _rebuild(config, strategy)
+  info, plan, policy = _resolve(config, strategy)
   with build.global_policy(policy):
     parts = build.build(config, strategy, info, plan, policy)
   ckpt = checkpoints.Checkpointer(workdir, strategy, config.max_checkpoints,
@@ -256,7 +171,7 @@ def evaluate_export(workdir, data_dir=""):
                       f"outputs_from_serving, so --export cannot compute its metrics; define "
                       f"outputs_from_serving or evaluate a checkpoint")
   strategy = tf.distribute.get_strategy()  # the default: the SavedModel is not distributed
-  info, _, _ = _rebuild(config, strategy)
+  info, _, _ = _resolve(config, strategy)
   serving = manifest["serving"]
   path = os.path.join(directory, export_lib.SERVING_DIR)
   loaded = tf.saved_model.load(path)  # kept: the signature only references its variables

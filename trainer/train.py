@@ -14,15 +14,13 @@ import os
 from absl import logging
 import tensorflow as tf
 
-from trainer import build, checkpoints, console, data, models, plot, preemption, preflight
-from trainer import resume
+from trainer import build, checkpoints, console, plot, preemption, resume
 from trainer import summaries
 from trainer import config as config_lib
 from trainer import controller as controller_lib
 from trainer import lock as lock_lib
 from trainer import export as export_lib
 from trainer import strategy as strategy_lib
-from trainer import task as task_lib
 from trainer import workdir as workdir_lib
 
 
@@ -57,19 +55,10 @@ def train_and_evaluate(config, workdir, strategy=None, allow_config_change=False
     CheckpointError: a checkpoint could not be written or none can be read.
   """
   config = config_lib.settle(config)  # the duration groups' precedence rule
-  config_lib.check(config)  # cheap field checks before the dataset is even looked at
-  models.check_name(config.model)  # imports a model function of yours, if named
-  task_lib.get_task(config.task)
-  preflight.check(config)  # seed range, dataset name, data_dir: one line, not a traceback
   strategy = strategy or strategy_lib.get_strategy("auto")
-  with preflight.tfds_errors(config):
-    info = data.get_dataset_info(config.dataset, config.data_dir, config.image_size,
-                                 config.eval_fraction)
-  plan = config_lib.resolve(config, info.num_train_examples, strategy.num_replicas_in_sync)
-  preflight.check_fits(config, info)
+  info, plan, policy = build.resolve(config, strategy)
   workdir_lib.check(workdir)
   chief = strategy_lib.is_chief(strategy)
-  policy = build.precision_policy(config.mixed_precision, strategy)
   logging.info("%s; %s; precision %s; plan %s", strategy_lib.describe(strategy), info, policy,
                plan)
 
