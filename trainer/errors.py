@@ -42,25 +42,35 @@ class NonFiniteLossError(TrainerError, RuntimeError):
   exit_code = 3
 
 
-class Preempted(TrainerError):
+class Stopped(TrainerError):
+  """A run stopped by a signal: at a loop boundary after checkpointing global step `step`,
+  or at once (`step=None`), with the latest checkpoint intact. Subclasses say which signal
+  (`what`) and how an immediate stop is described (`at_once`)."""
+
+  prefix = ""  # not a failure: rerun the same command to resume
+  what, at_once = "stopped", "stopped at once"
+
+  def __init__(self, step=None):
+    if step is None:
+      message = self.what + self.at_once
+    else:
+      message = (f"{self.what}: checkpoint written at global step {step}; run the same "
+                 f"command again to resume")
+    super().__init__(message)
+    self.step = step
+
+
+class Preempted(Stopped):
   """Training stopped on SIGTERM after checkpointing global step `step`.
 
   `step=None`: SIGTERM arrived during start-up (strategy, data, build, restore, the first
   loop's compilation) and the run stopped at once; nothing of this process needed saving.
   """
 
-  exit_code = 4
-  prefix = ""  # not a failure: a supervisor reruns the same command
-
-  def __init__(self, step=None):
-    if step is None:
-      message = ("preempted (SIGTERM) during start-up: stopped at once, nothing trained since "
-                 "the latest checkpoint; run the same command again to resume")
-    else:
-      message = (f"preempted (SIGTERM): checkpoint written at global step {step}; run the "
-                 f"same command again to resume")
-    super().__init__(message)
-    self.step = step
+  exit_code = 4  # a supervisor reruns the same command
+  what = "preempted (SIGTERM)"
+  at_once = (" during start-up: stopped at once, nothing trained since the latest "
+             "checkpoint; run the same command again to resume")
 
 
 class CheckpointError(TrainerError, RuntimeError):
@@ -69,25 +79,17 @@ class CheckpointError(TrainerError, RuntimeError):
   exit_code = 5
 
 
-class Interrupted(TrainerError):
+class Interrupted(Stopped):
   """Ctrl-C (SIGINT). Once: the current loop finished and global step `step` was checkpointed.
   Twice, or during start-up (`step=None`): stopped at once, the latest checkpoint intact.
 
   Exit status 130 (128 + SIGINT), as a shell reports a process that Ctrl-C ended.
   """
 
-  exit_code = 130
-  prefix = ""  # the user asked for it
-
-  def __init__(self, step=None):
-    if step is None:
-      message = ("interrupted (Ctrl-C): stopped at once, nothing written since the latest "
-                 "checkpoint; run the same command again to resume from it")
-    else:
-      message = (f"interrupted (Ctrl-C): checkpoint written at global step {step}; run the "
-                 f"same command again to resume")
-    super().__init__(message)
-    self.step = step
+  exit_code = 130  # the user asked for it
+  what = "interrupted (Ctrl-C)"
+  at_once = (": stopped at once, nothing written since the latest checkpoint; run the same "
+             "command again to resume from it")
 
 
 EXIT_CONFIG, EXIT_NONFINITE, EXIT_PREEMPTED, EXIT_CHECKPOINT, EXIT_INTERRUPTED = (
