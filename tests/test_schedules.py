@@ -7,8 +7,11 @@ import pytest
 import tensorflow as tf
 
 from trainer import schedules
-from trainer.compat import keras
+from trainer.compat import LEGACY_KERAS, keras
 from trainer.errors import ConfigError
+
+needs_accumulation = pytest.mark.skipif(
+    LEGACY_KERAS, reason="tf_keras optimizers have no gradient_accumulation_steps")
 
 
 def reference(s, w, h, t, a, b, f):
@@ -156,9 +159,12 @@ def test_numpy_integer_arguments_are_accepted():
 
 
 def test_config_round_trip_and_keras_serialisation():
-  sched = schedules.WarmupCosineDecay(1e-4, 3e-3, 10, 100, hold=5, final_lr=1e-5)
+  sched = schedules.WarmupCosineDecay(1e-4, 3e-3, 10, 100, hold=5, final_lr=1e-5,
+                                      gradient_accumulation_steps=3)
+  assert sched.get_config()["gradient_accumulation_steps"] == 3
   clone = schedules.WarmupCosineDecay.from_config(sched.get_config())
-  steps = tf.range(0, 120)
+  assert clone.gradient_accumulation_steps == 3
+  steps = tf.range(0, 360)
   np.testing.assert_array_equal(clone(steps).numpy(), sched(steps).numpy())
   blob = keras.saving.serialize_keras_object(sched)
   # Found through the registry, not through custom_objects.
@@ -191,6 +197,127 @@ def test_keras_file_loads_without_custom_objects_and_resumes_the_schedule(tmp_pa
   loaded.fit(x, y, batch_size=2, epochs=1, verbose=0)
   assert int(opt.iterations) == 12  # continued, not restarted
   assert lr_now() == pytest.approx(float(sched(12)))
+
+
+def test_a_config_saved_before_gradient_accumulation_steps_still_loads():
+  old = {"start_lr": 0.0, "target_lr": 0.1, "warmup_steps": 4, "total_steps": 20, "hold": 2,
+         "final_lr": 0.001, "name": None}  # get_config() before the argument existed
+  sched = schedules.WarmupCosineDecay.from_config(old)
+  assert sched.gradient_accumulation_steps == 1
+  assert sched.get_config() == dict(old, gradient_accumulation_steps=1)
+  blob = keras.saving.serialize_keras_object(schedules.WarmupCosineDecay(**old))
+  blob["config"].pop("gradient_accumulation_steps")
+  again = keras.saving.deserialize_keras_object(blob)
+  np.testing.assert_array_equal(again(tf.range(25)).numpy(), sched(tf.range(25)).numpy())
+
+
+@pytest.mark.parametrize("k", [0, -1, 2.5, True, None, "4"])
+def test_invalid_gradient_accumulation_steps_names_itself(k):
+  with pytest.raises(ConfigError, match=r"^gradient_accumulation_steps: must be an integer >= 1"):
+    schedules.WarmupCosineDecay(0.0, 0.1, 4, 20, gradient_accumulation_steps=k)
+
+
+@pytest.mark.parametrize("dtype", [tf.int32, tf.int64, tf.float32])
+def test_accumulation_evaluates_the_formula_at_the_floor_of_step_over_k(dtype):
+  """Micro steps u*k .. u*k + k - 1 all give lr(u), eagerly and in one XLA trace."""
+  k, case = 4, (6, 3, 30, 0.01, 0.5, 0.02)
+  w, h, t, a, b, f = case
+  sched = schedules.WarmupCosineDecay(a, b, w, t, hold=h, final_lr=f,
+                                      gradient_accumulation_steps=k)
+  micro = np.arange(0, (t + 3) * k)
+  want = expected(case, micro // k)
+  np.testing.assert_allclose(sched(tf.constant(micro, dtype)).numpy(), want, rtol=1e-5,
+                             atol=1e-7)
+  xla = tf.function(sched, jit_compile=True)
+  got = [float(xla(tf.constant(m, dtype))) for m in micro]
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+  assert xla.experimental_get_tracing_count() == 1
+
+
+def _constant_gradient_model(optimizer):
+  """w starts at 0 and the loss is mean(x * w) on x = 1: every gradient is exactly 1."""
+  model = keras.Sequential([keras.Input((1,)),
+                            keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros")])
+  model.compile(optimizer, loss=lambda y_true, y_pred: tf.reduce_mean(y_pred))
+  return model
+
+
+class _Weights(keras.callbacks.Callback):
+  """The weight after every micro batch."""
+
+  def on_train_begin(self, logs=None):
+    self.w = [float(self.model.layers[0].kernel.numpy().ravel()[0])]
+
+  def on_train_batch_end(self, batch, logs=None):
+    self.w.append(float(self.model.layers[0].kernel.numpy().ravel()[0]))
+
+
+def applied_lrs(optimizer, k, updates):
+  """The rate each real update applied, read from the weights: delta_w = -lr * mean_grad = -lr.
+
+  Also checks that the weight moves only at the last micro step of each group of k.
+  """
+  model, weights = _constant_gradient_model(optimizer), _Weights()
+  data = np.ones((k * updates, 1), "float32")
+  model.fit(data, data, batch_size=1, epochs=1, shuffle=False, callbacks=[weights], verbose=0)
+  assert int(model.optimizer.iterations) == updates
+  delta = -np.diff(weights.w).reshape(updates, k)
+  np.testing.assert_array_equal(delta[:, :-1], 0.0)  # accumulating, not updating
+  return delta[:, -1]
+
+
+ACC = dict(start_lr=0.01, target_lr=0.5, warmup_steps=6, total_steps=20, hold=2, final_lr=0.02)
+
+
+@needs_accumulation
+@pytest.mark.parametrize("make", [
+    lambda lr: keras.optimizers.SGD(lr, gradient_accumulation_steps=4),
+    lambda lr: keras.optimizers.AdamW(lr, weight_decay=0.0, epsilon=1e-12,
+                                      gradient_accumulation_steps=4),
+], ids=["sgd", "adamw"])
+def test_under_keras_accumulation_real_update_u_applies_lr_u(make):
+  """Adam's step is lr * m_hat / sqrt(v_hat) = lr for a constant gradient, like SGD's."""
+  sched = schedules.WarmupCosineDecay(**ACC, gradient_accumulation_steps=4)
+  got = applied_lrs(make(sched), 4, 24)
+  want = schedules.lr_warmup_cosine_decay(np.arange(24), ACC["warmup_steps"], ACC["hold"],
+                                          ACC["total_steps"], ACC["start_lr"],
+                                          ACC["target_lr"], ACC["final_lr"])
+  np.testing.assert_allclose(got, want, rtol=2e-5)
+
+
+@needs_accumulation
+def test_under_keras_accumulation_a_plain_keras_schedule_warms_up_k_times_too_fast():
+  k, w, t, a, b = 4, 8, 24, 0.0, 0.5
+  keras_sched = keras.optimizers.schedules.CosineDecay(a, t - w, warmup_target=b,
+                                                       warmup_steps=w)
+  got = applied_lrs(keras.optimizers.SGD(keras_sched, gradient_accumulation_steps=k), k, t)
+  # Keras evaluates it at the micro step u*k + k - 1: warmup is over after 2 updates, not 8.
+  micro = np.arange(t) * k + k - 1
+  np.testing.assert_allclose(got, [float(keras_sched(m)) for m in micro], rtol=1e-5)
+  assert got[w // k - 1] == pytest.approx(b * (w - 1) / w, rel=1e-5) and got[w // k] < b
+  ours = schedules.WarmupCosineDecay(a, b, w, t, gradient_accumulation_steps=k)
+  fixed = applied_lrs(keras.optimizers.SGD(ours, gradient_accumulation_steps=k), k, t)
+  np.testing.assert_allclose(fixed, schedules.lr_warmup_cosine_decay(np.arange(t), w, 0, t, a, b),
+                             rtol=1e-5, atol=1e-8)
+  assert fixed[w // k] == pytest.approx(a + (b - a) * (w // k) / w, rel=1e-5)  # warming up
+
+
+def test_keras_file_keeps_gradient_accumulation_steps(tmp_path):
+  sched = schedules.WarmupCosineDecay(0.0, 0.1, 4, 20, gradient_accumulation_steps=4)
+  extra = {} if LEGACY_KERAS else {"gradient_accumulation_steps": 4}
+  model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+  model.compile(optimizer=keras.optimizers.Adam(learning_rate=sched, **extra), loss="mse")
+  x, y = np.ones((12, 3), "float32"), np.zeros((12, 2), "float32")
+  model.fit(x, y, batch_size=2, epochs=1, verbose=0)
+  model.save(str(tmp_path / "m.keras"))
+  opt = keras.models.load_model(str(tmp_path / "m.keras")).optimizer
+  loaded = opt._learning_rate  # pylint: disable=protected-access
+  assert isinstance(loaded, schedules.WarmupCosineDecay)
+  assert loaded.gradient_accumulation_steps == 4 and loaded.get_config() == sched.get_config()
+  if not LEGACY_KERAS:
+    micro = int(opt._iterations)  # pylint: disable=protected-access
+    assert opt.gradient_accumulation_steps == 4 and micro == 6
+    assert float(opt.learning_rate) == pytest.approx(float(sched(6)))  # lr(6 // 4) = lr(1)
 
 
 def test_the_old_steps_per_epoch_underscore_keyword_still_works_and_warns():

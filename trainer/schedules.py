@@ -110,6 +110,14 @@ class WarmupCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
   `keras.models.load_model(path)` needs no `custom_objects` once `trainer.schedules` is
   imported.
 
+  With Keras 3's `gradient_accumulation_steps=k` on the optimizer, give the schedule the same
+  k: `optimizer.iterations` then counts real updates, but the optimizer calls its schedule
+  with the raw micro-step counter `optimizer._iterations` (keras/src/optimizers/
+  base_optimizer.py `_get_current_learning_rate`; keras-team/keras PR 19998), so a plain
+  schedule warms up k times too fast. Real update u runs at micro step u * k + k - 1, so
+  evaluating the formula at floor(step / k) makes update u use lr(u): warmup_steps, hold and
+  total_steps then count real updates, as `optimizer.iterations` does.
+
   Args:
     start_lr: learning rate at step 0 (ints are accepted and computed in float).
     target_lr: peak learning rate, reached after `warmup_steps` global steps.
@@ -118,24 +126,34 @@ class WarmupCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
     hold: global steps at `target_lr` between warmup and decay.
     final_lr: learning rate at and after `total_steps`.
     name: optional name scope.
+    gradient_accumulation_steps: the optimizer's `gradient_accumulation_steps` (1 = none):
+      the step this schedule is called with is divided by it, rounded down.
   """
 
   def __init__(self, start_lr, target_lr, warmup_steps, total_steps, hold=0, final_lr=0.0,
-               name=None):
+               name=None, gradient_accumulation_steps=1):
     super().__init__()
     (self.warmup_steps, self.hold, self.total_steps, self.start_lr, self.target_lr,
      self.final_lr) = validate(warmup_steps, hold, total_steps, start_lr, target_lr, final_lr)
     self.name = name
+    self.gradient_accumulation_steps = _check_int(
+        "gradient_accumulation_steps", gradient_accumulation_steps, 1)
 
   def __call__(self, step):
     with tf.name_scope(self.name or "WarmupCosineDecay"):
+      step = tf.convert_to_tensor(step)
+      if self.gradient_accumulation_steps > 1:  # a constant: no branch on the step
+        # Floor-divide before the cast: exact on int64 steps far beyond float32's 2**24.
+        step = step // tf.cast(self.gradient_accumulation_steps, step.dtype)
       return _formula(tf.cast(step, tf.float32), self.warmup_steps, self.hold,
                       self.total_steps, self.start_lr, self.target_lr, self.final_lr, _TF)
 
   def get_config(self):
+    # A config saved before gradient_accumulation_steps existed loads with its default, 1.
     return {"start_lr": self.start_lr, "target_lr": self.target_lr,
             "warmup_steps": self.warmup_steps, "total_steps": self.total_steps,
-            "hold": self.hold, "final_lr": self.final_lr, "name": self.name}
+            "hold": self.hold, "final_lr": self.final_lr, "name": self.name,
+            "gradient_accumulation_steps": self.gradient_accumulation_steps}
 
 
 def steps_per_epoch(num_examples, global_batch_size):
