@@ -26,7 +26,15 @@ def get_config() -> ml_collections.ConfigDict:
   # or 'package.module:function' returning a keras.Model.
   c.model = "small_cnn"
   c.task = "classification"  # classification | regression | 'package.module:TaskClass'
-  c.global_batch_size = 128  # summed over all replicas
+  c.global_batch_size = 128  # summed over all replicas: the examples of one update
+  # Micro-batches per replica per update: each replica runs k slices of its share one after
+  # another and sums their gradients (less activation memory, same update; BatchNorm then
+  # normalises over a slice). Steps, schedule and intervals still count updates.
+  c.grad_accum_steps = 1
+  # Exponential moving average of the weights (0 = off, e.g. 0.999): evaluated beside the raw
+  # weights (eval/ema_*) and exported. ema_warmup: decay min(ema_decay, (1 + t) / (10 + t)).
+  c.ema_decay = 0.0
+  c.ema_warmup = True
   c.total_steps = 600  # global steps; 0 = derive from num_epochs
   c.num_epochs = 0.0  # used only when total_steps == 0
   c.steps_per_loop = 50  # steps per host call (one tf.function)

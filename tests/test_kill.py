@@ -29,7 +29,9 @@ def logged(workdir, split):
 @pytest.mark.parametrize("strategy,ci_kills", [
     (["--strategy=cpu"], 10),  # one replica: the device-resident input, one XLA program
     (["--strategy=mirrored", "--cpu_devices=2"], 4),  # two replicas: the tf.data iterator
-], ids=["cpu", "mirrored"])
+    # Micro-batches and the weight average: more state in each step and each checkpoint.
+    (["--strategy=cpu", "--config.grad_accum_steps=2", "--config.ema_decay=0.9"], 3),
+], ids=["cpu", "mirrored", "accum-ema"])
 def test_sigkill_anywhere_then_resume_ends_bit_for_bit_like_an_uninterrupted_run(
     data_dir, tmp_path, strategy, ci_kills):
   kills = int(os.environ.get("TRAINER_STRESS_KILLS", ci_kills))
@@ -38,7 +40,7 @@ def test_sigkill_anywhere_then_resume_ends_bit_for_bit_like_an_uninterrupted_run
   args = checkpointed_flags(data_dir, total_steps=60, steps_per_loop=5, eval_every=10,
                             checkpoint_every=10, max_checkpoints=2,
                             **{"schedule.warmup_steps": 6})
-  args = [a for a in args if not a.startswith("--strategy=")] + strategy
+  args = [a for a in args if not a.startswith("--strategy=")] + strategy  # last flag wins
   # Restarts load the XLA programs the first runs compiled (the same programs, so the same
   # bits) instead of compiling them again: most of a restart's cost on 2 cores.
   xla_flags = f"--tf_xla_persistent_cache_directory={tmp_path / 'xla-cache'}"

@@ -19,7 +19,7 @@ import dataclasses
 import tensorflow as tf
 
 from trainer import compile_plan as compile_plan_lib
-from trainer import data, loop, models, preflight, schedules
+from trainer import data, ema, loop, models, preflight, schedules
 from trainer import config as config_lib
 from trainer import learner as learner_lib
 from trainer import task as task_lib
@@ -48,6 +48,11 @@ class Parts:
   @property
   def optimizer(self):
     return self.learner.optimizer
+
+  def trackables(self):
+    """What a checkpoint of the run holds: model, optimizer and the weight average if any."""
+    ema_ = {"ema": self.learner.ema} if self.learner.ema is not None else {}
+    return {"model": self.model, "optimizer": self.optimizer, **ema_}
 
 
 def resolve(config, strategy):
@@ -141,8 +146,11 @@ def build(config, strategy, info, plan, policy, schedule=None) -> Parts:
         strategy, jit_compile=config.jit_compile,
         has_convolutions=models.has_convolutions(model), input_mode=config.input_mode,
         device_input_possible=device_input_possible(info, strategy))
+    average = (ema.EMA(model, config.ema_decay, config.ema_warmup) if config.ema_decay
+               else None)
     learner = learner_lib.Learner(model, optimizer, task, config.global_batch_size, num_outputs,
-                                  jit_gradients=compiled.gradients)
+                                  jit_gradients=compiled.gradients,
+                                  grad_accum_steps=config.grad_accum_steps, ema=average)
   return Parts(config, strategy, info, plan, policy, compiled, task, learner, schedule)
 
 

@@ -29,7 +29,9 @@ class Plan:
   peak_lr: float  # target_lr after linear batch scaling
   final_lr: float
   num_replicas: int
-  per_replica_batch_size: int
+  per_replica_batch_size: int  # examples per replica per global step
+  grad_accum_steps: int = 1  # micro-batches per replica per global step
+  micro_batch_size: int = 0  # examples per replica per micro-batch (one forward/backward)
 
   def schedule_kwargs(self):
     """Keyword arguments for `schedules.WarmupCosineDecay` / `plot.plot_schedule`."""
@@ -85,6 +87,13 @@ def check(config):
   if not 0 < _number(config, "eval_fraction") < 1:
     raise ConfigError(f"eval_fraction: must be in (0, 1), got {config.eval_fraction!r}")
   _int(config, "global_batch_size", 1)
+  _int(config, "grad_accum_steps", 1)
+  decay = config.ema_decay
+  if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 <= decay < 1:
+    raise ConfigError(f"ema_decay: must be in [0, 1) (0 = off, e.g. 0.999), got "
+                      f"{config.ema_decay!r}")
+  if not isinstance(config.ema_warmup, bool):
+    raise ConfigError(f"ema_warmup: must be True or False, got {config.ema_warmup!r}")
   total = _int(config, "total_steps", 0)
   if total == 0 and not _number(config, "num_epochs") > 0:
     raise ConfigError("total_steps: is 0, so num_epochs must be > 0 (give one of the two)")
@@ -127,6 +136,11 @@ def resolve(config, num_train_examples, num_replicas):
   if gb % num_replicas:
     raise ConfigError(f"global_batch_size: {gb} does not divide evenly among {num_replicas} "
                       f"replicas; use a multiple of {num_replicas}")
+  k = config.grad_accum_steps
+  if (gb // num_replicas) % k:
+    raise ConfigError(f"grad_accum_steps: {k} micro-batches do not divide the "
+                      f"{gb // num_replicas} examples per replica (global_batch_size {gb} over "
+                      f"{num_replicas} replicas); use a divisor of {gb // num_replicas}")
   spe = schedules.steps_per_epoch(num_train_examples, gb)
   total = config.total_steps or schedules.total_steps_from_epochs(config.num_epochs, spe)
   s = config.schedule
@@ -135,7 +149,7 @@ def resolve(config, num_train_examples, num_replicas):
                                             s.warmup_epochs, spe)
     peak = schedules.scale_lr_by_batch(s.target_lr, gb, s.base_batch_size)
     plan = Plan(total, spe, warmup, s.hold, float(s.start_lr), peak, float(s.final_lr),
-                num_replicas, gb // num_replicas)
+                num_replicas, gb // num_replicas, k, gb // num_replicas // k)
     schedules.validate(**plan.schedule_kwargs())
   return plan
 

@@ -102,7 +102,7 @@ def restore(workdir, checkpoint=None, strategy=None, data_dir=""):
   with build.global_policy(policy):
     parts = build.build(config, strategy, info, plan, policy)
   ckpt = checkpoints.Checkpointer(workdir, strategy, config.max_checkpoints,
-                                  model=parts.model, optimizer=parts.optimizer)
+                                  **parts.trackables())
   if checkpoint is None:
     path = ckpt.restore_latest()
     if path is None:

@@ -25,6 +25,10 @@ Atomic: everything is written into a temporary sibling (`workdir/export.tmp-*`) 
 renamed to `export/`, so a reader sees no `export/`, the previous complete one, or the new
 complete one; never half of one (see `workdir.publish_directory` for what gs:// can and cannot promise).
 
+With `config.ema_decay` the export holds the moving average of the weights (`trainer.ema`;
+export.json says `"weights": "ema (decay ...)"`), the weights the run evaluated as `ema_*`;
+the raw weights stay in the checkpoints.
+
 The export is made from a fresh copy of the model built outside the strategy (the config's
 model function called again under the run's dtype policy, then the trained weights and
 optimizer state copied in), so it holds plain variables whatever strategy trained it. Every
@@ -132,7 +136,13 @@ class _Snapshot:
   """The values of the model's weights and of the (unwrapped) optimizer's variables."""
 
   def __init__(self, parts):
-    self.weights = parts.model.get_weights()
+    ema = parts.learner.ema
+    if ema is None:
+      self.weights = parts.model.get_weights()
+    else:  # the averaged weights are the ones to serve (the raw ones stay in the checkpoints)
+      with ema.swapped():
+        self.weights = parts.model.get_weights()
+    self.averaged = ema is not None
     self.optimizer = unwrap(parts.optimizer)
     self.optimizer_values = [np.asarray(v.numpy()) for v in _optimizer_variables(self.optimizer)]
 
@@ -183,6 +193,7 @@ def _write_parts(parts, snapshot, tmp, step):
   manifest = {
       "step": step, "task": parts.config.task, "model": parts.config.model,
       "dataset": parts.config.dataset, "dtype_policy": parts.policy,
+      "weights": (f"ema (decay {parts.config.ema_decay})" if snapshot.averaged else "raw"),
       "keras": keras.__version__,
       "serving": {"signature": "serving_default", "input": INPUT_NAME,
                   "input_dtype": dtype, "input_shape": [None, *info.input_shape],

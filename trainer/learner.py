@@ -57,14 +57,19 @@ class Learner:
     global_batch_size: examples per global step, summed over replicas.
     num_outputs: the model's output width (`task.num_outputs(info)`).
     jit_gradients: XLA-compile forward and backward on their own (`CompilePlan.gradients`).
+    grad_accum_steps: micro-batches per replica per global step; their gradients are summed
+      into one update (`train_step`).
+    ema: a `trainer.ema.EMA` of the model, updated after every update, or None.
   """
 
   def __init__(self, model, optimizer, task, global_batch_size, num_outputs,
-               jit_gradients=False):
+               jit_gradients=False, grad_accum_steps=1, ema=None):
     self.model = model
     self.optimizer = optimizer
     self.task = task
     self.global_batch_size = global_batch_size
+    self.grad_accum_steps = int(grad_accum_steps)
+    self.ema = ema
     self.train_sums = Sums("train", task, num_outputs)
     self.eval_sums = Sums("eval", task, num_outputs)
     self._gradients = (tf.function(self._compute_gradients, jit_compile=True)
@@ -76,8 +81,9 @@ class Learner:
       outputs = self.model(inputs, training=True)
       per_example = self.task.per_example_loss(labels, outputs)
       loss = tf.nn.compute_average_loss(per_example, global_batch_size=self.global_batch_size)
-      if self.model.losses:
-        loss += tf.nn.scale_regularization_loss(tf.add_n(self.model.losses))
+      if self.model.losses:  # once per global step: a k-th in each of k micro-batches
+        loss += tf.nn.scale_regularization_loss(tf.add_n(self.model.losses)) / (
+            self.grad_accum_steps)
       if hasattr(self.optimizer, "scale_loss"):  # Keras 3 LossScaleOptimizer (and no-op)
         loss = self.optimizer.scale_loss(loss)
       elif hasattr(self.optimizer, "get_scaled_loss"):  # tf_keras LossScaleOptimizer
@@ -88,11 +94,44 @@ class Learner:
     return grads, per_example, outputs
 
   def train_step(self, batch):
-    """One global step's share on this replica: gradients, update, metric sums."""
+    """One global step's share on this replica: gradients, update, EMA, metric sums."""
     inputs, labels = batch
-    grads, per_example, outputs = self._gradients(inputs, labels)
+    if self.grad_accum_steps == 1:
+      grads = self._micro_step(inputs, labels)
+    else:
+      grads = self._accumulated_gradients(inputs, labels)
     self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
+    if self.ema is not None:
+      self.ema.update(self.optimizer.iterations)
+
+  def _micro_step(self, inputs, labels):
+    grads, per_example, outputs = self._gradients(inputs, labels)
     self.train_sums.update(per_example, outputs, labels, tf.ones_like(per_example))
+    return grads
+
+  def _accumulated_gradients(self, inputs, labels):
+    """The sum of the gradients of k equal slices of the replica's batch, one after another.
+
+    Each slice's loss is already divided by the global batch, so the sum is the gradient of
+    the whole global batch (as with k = 1, up to float rounding), while activations are held
+    for one slice at a time. A `tf.while_loop`, so the model is traced once whatever k is.
+    """
+    k = self.grad_accum_steps
+    split = lambda t: tf.reshape(t, tf.concat([[k, -1], tf.shape(t)[1:]], 0))
+    inputs, labels = tf.nest.map_structure(split, (inputs, labels))
+    variables = self.model.trainable_variables
+    has_gradient = []  # filled while the body is traced: None stays None, as with k = 1
+
+    def body(i, total):
+      micro = tf.nest.map_structure(lambda t: t[i], (inputs, labels))
+      grads = self._micro_step(*micro)
+      has_gradient[:] = [g is not None for g in grads]
+      return i + 1, [t if g is None else t + tf.convert_to_tensor(g)  # dense IndexedSlices
+                     for t, g in zip(total, grads)]
+
+    zeros = [tf.zeros(v.shape, v.dtype) for v in variables]
+    _, total = tf.while_loop(lambda i, _: i < k, body, (tf.constant(0), zeros))
+    return [t if has else None for t, has in zip(total, has_gradient)]
 
   def eval_step(self, batch):
     """Adds one padded eval batch to the eval sums (padding has weight 0)."""

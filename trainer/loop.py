@@ -135,11 +135,19 @@ class Trainer:
     return _floats(self.learner.train_sums.result())
 
   def evaluate(self) -> dict:
-    """One pass over the eval split; returns its metrics."""
+    """One pass over the eval split; returns its metrics. With a weight average, a second
+    pass with the averaged weights adds them as `ema_<metric>`."""
     with hooks.point("eval"):
-      self.learner.eval_sums.reset()
-      self._eval_loop(self._eval_dataset)
-      return _floats(self.learner.eval_sums.result())
+      metrics = self._evaluate()
+      if self.learner.ema is not None:
+        with self.learner.ema.swapped():
+          metrics.update({f"ema_{k}": v for k, v in self._evaluate().items()})
+      return metrics
+
+  def _evaluate(self):
+    self.learner.eval_sums.reset()
+    self._eval_loop(self._eval_dataset)
+    return _floats(self.learner.eval_sums.result())
 
 
 def _floats(sums):

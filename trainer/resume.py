@@ -27,8 +27,10 @@ from trainer import config as config_lib
 from trainer.errors import ConfigError
 
 # Safe to change on resume: bookkeeping, I/O, and how (not what) the steps are computed.
+# grad_accum_steps too: the same updates of the same global batch in smaller slices (resume
+# with more of them after running out of memory).
 SAFE_FIELDS = ("eval_every", "checkpoint_every", "max_checkpoints", "steps_per_loop",
-               "data_dir", "jit_compile", "input_mode")
+               "data_dir", "jit_compile", "input_mode", "grad_accum_steps")
 # Never changed on resume, even with --allow_config_change: the checkpoint holds this model's
 # weights and this optimizer's slots.
 UNCHANGEABLE = {"model": "the checkpoint holds that model's weights; another architecture "
@@ -147,6 +149,11 @@ def _check_compatible(workdir, config, plan, allow_config_change):
   listed = ", ".join(f"{field} {old!r} -> {new!r}" for field, old, new in diffs)
   if allow_config_change:
     for field, old, new in diffs:
+      if field == "ema_decay" and not old and new:
+        raise ConfigError(
+            f"ema_decay: --allow_config_change cannot resume {workdir} with ema_decay {old!r} "
+            f"-> {new!r}: its checkpoints hold no weight average to continue; give a new "
+            f"workdir (or resume with ema_decay 0)")
       if field in UNCHANGEABLE:
         raise ConfigError(
             f"{field}: --allow_config_change cannot resume {workdir} with {field} {old!r} -> "

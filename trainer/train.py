@@ -69,7 +69,7 @@ def train_and_evaluate(config, workdir, strategy=None, allow_config_change=False
     takes_over = resume.check(workdir, config, plan, allow_config_change)
     parts = build.build(config, strategy, info, plan, policy)
     ckpt = checkpoints.Checkpointer(workdir, strategy, config.max_checkpoints,
-                                    model=parts.model, optimizer=parts.optimizer)
+                                    **parts.trackables())
     ckpt.restore_latest()
     start_step = int(parts.optimizer.iterations.numpy())
     trainer = build.make_trainer(parts, start_step=start_step)
