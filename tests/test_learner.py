@@ -13,7 +13,7 @@ from trainer import summaries, train
 from trainer import config as config_lib
 from trainer.errors import ConfigError
 
-RUN = {"model": "mlp", "total_steps": 12, "steps_per_loop": 1, "eval_every": 0,
+RUN = {"model": "mlp", "total_steps": 8, "steps_per_loop": 1, "eval_every": 0,
        "checkpoint_every": 0, "global_batch_size": 32}
 
 
@@ -28,13 +28,13 @@ def test_four_micro_batches_train_like_one_batch_with_the_same_schedule(data_dir
                                                                           strategy):
   w1, lr1, steps1 = _run(data_dir, str(tmp_path / "k1"), strategy())
   w4, lr4, steps4 = _run(data_dir, str(tmp_path / "k4"), strategy(), grad_accum_steps=4)
-  assert steps1 == steps4 == 12  # iterations counts updates, not micro-batches
-  assert sorted(lr4) == list(range(1, 13)) and lr4 == lr1  # the LR of every global step
+  assert steps1 == steps4 == 8  # iterations counts updates, not micro-batches
+  assert sorted(lr4) == list(range(1, 9)) and lr4 == lr1  # the LR of every global step
   for a, b in zip(w1, w4):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
-  # The test can tell: training on the micro-batch alone (a 4x smaller global batch) differs.
-  small, _, _ = _run(data_dir, str(tmp_path / "small"), strategy(), global_batch_size=8)
-  assert not np.allclose(small[0], w4[0], rtol=1e-4, atol=1e-6)
+  if strategy is cpu:  # the test can tell: the micro-batch alone as the global batch differs
+    small, _, _ = _run(data_dir, str(tmp_path / "small"), strategy(), global_batch_size=8)
+    assert not np.allclose(small[0], w4[0], rtol=1e-4, atol=1e-6)
 
 
 def test_the_plan_counts_micro_batches_per_replica():

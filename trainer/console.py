@@ -12,6 +12,7 @@ those). What TF's C++ side prints later cannot be filtered from Python (README: 
 """
 
 import contextlib
+import io
 import logging as std_logging
 import os
 import re
@@ -168,3 +169,19 @@ class Console:
     if self._tty:
       self._end_live()
       sys.stdout.flush()
+
+
+@contextlib.contextmanager
+def quiet_saving():
+  """What Keras prints while saving ('Saved artifact at ...', tf_keras's endpoint listing)
+  and warns about (tf_keras: "Model's `__init__()` arguments contain non-serializable
+  objects", three times per save) goes nowhere: the export's own warning says what failed."""
+  tf_logger = std_logging.getLogger("tensorflow")
+  level = tf_logger.level
+  tf_logger.setLevel(std_logging.ERROR)
+  try:
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+      warnings.simplefilter("ignore")
+      yield
+  finally:
+    tf_logger.setLevel(level)

@@ -40,18 +40,16 @@ checkpoint is intact, `serving/` is still written, and one warning says what to 
 """
 
 import contextlib
-import io
 import json
-import logging as std_logging
 import os
 import uuid
-import warnings
 
 from absl import logging
 import numpy as np
 import tensorflow as tf
 
 from trainer import build as build_lib
+from trainer import console
 from trainer import models
 from trainer import workdir as workdir_lib
 from trainer.compat import LEGACY_KERAS, keras
@@ -136,12 +134,9 @@ class _Snapshot:
   """The values of the model's weights and of the (unwrapped) optimizer's variables."""
 
   def __init__(self, parts):
-    ema = parts.learner.ema
-    if ema is None:
+    ema = parts.learner.ema  # the averaged weights are the ones to serve (raw: checkpoints)
+    with ema.swapped() if ema is not None else contextlib.nullcontext():
       self.weights = parts.model.get_weights()
-    else:  # the averaged weights are the ones to serve (the raw ones stay in the checkpoints)
-      with ema.swapped():
-        self.weights = parts.model.get_weights()
     self.averaged = ema is not None
     self.optimizer = unwrap(parts.optimizer)
     self.optimizer_values = [np.asarray(v.numpy()) for v in _optimizer_variables(self.optimizer)]
@@ -251,7 +246,7 @@ def _write_keras(model, parts, snapshot, path, step):
   # process loads it (tf_keras saves and loads the wrapper whatever the policy).
   model.compile(optimizer=optimizer, loss=parts.task.keras_loss(),
                 **({} if LEGACY_KERAS else {"auto_scale_loss": False}))
-  with _quiet():
+  with console.quiet_saving():
     model.save(path)
     with build_lib.global_policy("float32"):  # as a fresh process loads it
       loaded = keras.models.load_model(path)
@@ -274,7 +269,7 @@ def _write_serving(model, task, dtype, input_shape, path):
   archive = keras.export.ExportArchive()
   archive.track(model)
   archive.add_endpoint("serving_default", serve, input_signature=[spec])
-  with _quiet():
+  with console.quiet_saving():
     if LEGACY_KERAS:
       archive.write_out(path)
     else:
@@ -286,22 +281,6 @@ def _remove_leftovers(workdir):
   for pattern in (_TMP + "*", _OLD + "*"):
     for path in tf.io.gfile.glob(os.path.join(workdir, pattern)):
       workdir_lib.remove(path)
-
-
-@contextlib.contextmanager
-def _quiet():
-  """What Keras prints while saving ('Saved artifact at ...', tf_keras's endpoint listing)
-  and warns about (tf_keras: "Model's `__init__()` arguments contain non-serializable
-  objects", three times per save) goes nowhere: the export's own warning says what failed."""
-  tf_logger = std_logging.getLogger("tensorflow")
-  level = tf_logger.level
-  tf_logger.setLevel(std_logging.ERROR)
-  try:
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-      warnings.simplefilter("ignore")
-      yield
-  finally:
-    tf_logger.setLevel(level)
 
 
 def _first_line(error):
