@@ -29,7 +29,9 @@ TOTAL_STEPS = 24
 CONFIG_FLAGS = [f"--config.total_steps={TOTAL_STEPS}", "--config.steps_per_loop=4",
                 "--config.eval_every=12", "--config.checkpoint_every=12",
                 "--config.global_batch_size=64", "--config.schedule.warmup_steps=6",
-                "--config.schedule.warmup_fraction=0"]
+                "--config.schedule.warmup_fraction=0",
+                # Micro-batches and the weight average work across workers too.
+                "--config.grad_accum_steps=2", "--config.ema_decay=0.9"]
 
 _CPU_REPLICAS_WRAPPER = '''
 """Test-only: MultiWorkerMirroredStrategy over every logical CPU device of each worker."""
@@ -114,6 +116,7 @@ def test_two_workers_train_like_one_process(single_process_run, tmp_path, device
   reader = tf.train.load_checkpoint(latest)
   keys = [k for k in reader.get_variable_to_shape_map() if "iterations" in k]
   assert len(keys) == 1 and int(reader.get_tensor(keys[0])) == TOTAL_STEPS, keys
+  assert any(k.startswith("ema/") for k in reader.get_variable_to_shape_map())
   plan = json.loads((workdir / "config.json").read_text())["plan"]
   assert plan["num_replicas"] == 2 * devices_per_worker
 
