@@ -7,6 +7,8 @@ import subprocess
 
 import tensorflow as tf
 
+from benchmarks import imagenet_pipeline, seed_recipe
+
 # (model, ratio) -> minimum. Ratios of throughputs measured in the same run.
 TARGETS = {
     ("mlp", "ours_vs_limit"): 0.5,
@@ -64,7 +66,12 @@ def format_table(results):
                    f"{v['us_per_step']:8.0f} us/step  XLA {v['xla']:9s} "
                    f"max |dw - dw_ref|/|dw_ref| {v['max_rel_update_diff']:.1e}  "
                    f"loss {v['loss_after_check']:.5f}  match {v['weights_match']}")
-  lines.append("\ntargets (ours = the trainer's default: input_mode=auto, jit_compile=True)")
+  if "seed" in results:
+    lines.append(seed_recipe.format_table(results["seed"]))
+  if "pipeline" in results:
+    lines.append(imagenet_pipeline.format_table(results["pipeline"]))
+  if results["targets"]:
+    lines.append("\ntargets (ours = the trainer's default: input_mode=auto, jit_compile=True)")
   for t in results["targets"]:
     lines.append(f"  {'PASS' if t['pass'] else 'FAIL'}  {t['model']:10s} {t['ratio']:21s} "
                  f"{t['value']:7.3f} >= {t['minimum']}")
@@ -95,9 +102,14 @@ def format_markdown(results):
         [[f"`{k}`", v["xla"], f"{v['examples_per_sec']:,.0f}", f"{v['us_per_step']:,.0f}",
           f"{v['max_rel_update_diff']:.1e}", "yes" if v["weights_match"] else "NO"]
          for k, v in s["variants"].items()])
-  lines += _md_table(["model", "target", "measured", "minimum", ""],
-                     [[t["model"], t["ratio"], f"{t['value']:.3f}", str(t["minimum"]),
-                       "PASS" if t["pass"] else "FAIL"] for t in results["targets"]])
+  if results["targets"]:
+    lines += _md_table(["model", "target", "measured", "minimum", ""],
+                       [[t["model"], t["ratio"], f"{t['value']:.3f}", str(t["minimum"]),
+                         "PASS" if t["pass"] else "FAIL"] for t in results["targets"]])
+  if "seed" in results:
+    lines.append(seed_recipe.format_markdown(results["seed"]))
+  if "pipeline" in results:
+    lines.append(imagenet_pipeline.format_markdown(results["pipeline"]))
   return "\n".join(lines)
 
 

@@ -1,6 +1,18 @@
 r"""Training throughput of the trainer's loop against its references, in one interleaved run.
 
-  python -m benchmarks.throughput [--out_dir=runs/benchmarks] [--data_dir=DIR] [--quick]
+  python -m benchmarks.throughput [--suite=all] [--out_dir=runs/benchmarks] [--data_dir=DIR]
+      [--quick]
+
+Suites (`--suite=variants,replicas,seed,seed_resnet50,pipeline`, default `all`; each takes
+under 10 minutes on 2 quiet cores, see docs/benchmarks.md):
+
+  variants   every variant of `benchmarks.variants` on the mlp and the small CNN (below)
+  replicas   replica scaling (`benchmarks.scaling`, below)
+  seed       the seed's recipe side by side: EfficientNetV2-B0 trained by Model.fit the
+             guide's ways and by the trainer (`benchmarks.seed_recipe`)
+  seed_resnet50  the same for ResNet-50 (the workstation config's model)
+  pipeline   the streamed input pipeline at ImageNet shape per host core, and the host cores
+             that would feed EfficientNet-B0 on 8 accelerators (`benchmarks.imagenet_pipeline`)
 
 For each model size (the overhead-bound `mlp` at global batch 64 and the default `small_cnn` at
 128, both on the offline digits with the default config's augmentation, AdamW and
@@ -30,7 +42,7 @@ Replica scaling (`benchmarks.scaling`): the trainer on 1, 2 and 4 logical CPU de
 MirroredStrategy, next to OneDeviceStrategy, each checked to train to the same update.
 
 Writes `<out_dir>/throughput.json` and `throughput.md` (the tables of docs/benchmarks.md,
-`benchmarks.report`) and prints a table with PASS/FAIL per target.
+`benchmarks.report`, for the suites run) and prints a table with PASS/FAIL per target.
 """
 
 import os
@@ -43,18 +55,21 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags, logging  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from benchmarks import harness, report, scaling  # noqa: E402
+from benchmarks import harness, imagenet_pipeline, report, scaling, seed_recipe  # noqa: E402
 from benchmarks.variants import LIMITS, LOOP, Bench, schedule_cost_us  # noqa: E402
 from trainer import strategy as strategy_lib  # noqa: E402
 
 NUM_CPU_DEVICES = 4
+# seed and seed_resnet50 are one table in two suites: each stays under 10 minutes on 2 cores.
+SUITES = ("variants", "replicas", "seed", "seed_resnet50", "pipeline")
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out_dir", "runs/benchmarks", "Where throughput.json goes.")
 flags.DEFINE_string("data_dir", "", "TFDS data_dir for digits (prepared offline on first use); "
                     "default: <tempdir>/trainer_benchmarks/tfds.")
 flags.DEFINE_bool("quick", False, "Smoke run for tests: mlp only, 1 repeat of a few steps, "
-                  "scaling on 1 and 2 replicas with the mlp.")
+                  "scaling on 1 and 2 replicas with the mlp; seed: the mlp on 16x16 images, "
+                  "2 steps, 1 round; pipeline: 96 images, batch 16, 1 pass on 1 core.")
 flags.DEFINE_integer("repeats", 5, "Timed repeats per variant (the median is reported).")
 flags.DEFINE_integer("pair_repeats", 16, "Extra repeats of ours, its constant-LR twin and the "
                      "limit alone, alternating, after the interleaved ones: the ratios the "
@@ -67,6 +82,15 @@ flags.DEFINE_list("replicas", ["1", "2", "4"], "Replica counts for the scaling s
 flags.DEFINE_list("scaling_models", ["mlp", "small_cnn"], "Model sizes of the scaling "
                   "section: the mlp shows the per-step overhead, the CNN the compute.")
 flags.DEFINE_integer("check_steps", 20, "Global steps of the replica correctness check.")
+flags.DEFINE_list("suite", ["all"], f"Suites to run: 'all' or some of {', '.join(SUITES)}.")
+flags.DEFINE_list("seed_models", ["efficientnetv2b0"], "Models of the seed suite (the "
+                  "seed_resnet50 suite adds resnet50).")
+flags.DEFINE_integer("seed_steps", 0, "Steps per repeat (= steps_per_execution and "
+                     "steps_per_loop) of the seed suite; 0: per model (seed_recipe.MODELS).")
+flags.DEFINE_integer("seed_repeats", 3, "Interleaved timed rounds of the seed suite.")
+flags.DEFINE_integer("pipeline_images", 2560, "JPEG files the pipeline suite generates.")
+flags.DEFINE_integer("pipeline_batch", 128, "Batch size of the pipeline suite.")
+flags.DEFINE_integer("pipeline_repeats", 3, "Interleaved timed passes of the pipeline suite.")
 flags.DEFINE_string("profile", "", "A variant name (e.g. ours_spl100): after timing, "
                     "trace one repeat of it with the TF profiler into <out_dir>/profile/<model>.")
 
@@ -102,6 +126,8 @@ def bench_model(size, data_dir, repeats, seconds, log, profile="", pair_repeats=
       "schedule_vs_constant_in_loop": harness.speed_ratio(by["ours_spl100"],
                                                           by["ours_const_lr_spl100"]),
       "ours_vs_fit_spe100": eps["ours_spl100"] / eps["fit_spe100"],
+      # Examples/s with 4 micro-batches per update over 1: what accumulation costs per example.
+      "accum4_vs_ours": eps["ours_accum4_spl100"] / eps["ours_spl100"],
       # limit_no_xla is the Orbit-style loop on one in-memory batch: no input cost at all.
       "ours_vs_orbit_on_one_batch": eps["ours_spl100"] / eps["limit_no_xla"],
       "ours_tfdata_spl100_vs_limit": eps["ours_tfdata_spl100"] / eps[limit],
@@ -133,9 +159,20 @@ def _profile(variant, logdir, log):
   log(f"  traced {variant.name} into {logdir}")
 
 
+def resolve_suites(names):
+  """The suites `--suite` names, in SUITES order ('all': every one)."""
+  names = {n.strip() for n in names if n.strip()}
+  unknown = names - {"all", *SUITES}
+  if unknown or not names:
+    raise app.UsageError(f"--suite: unknown {', '.join(sorted(unknown)) or 'empty list'}; "
+                         f"give all or some of {', '.join(SUITES)}")
+  return [s for s in SUITES if "all" in names or s in names]
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  suites = resolve_suites(FLAGS.suite)
   strategy_lib.setup_cpu_devices(NUM_CPU_DEVICES)  # before any TF op
   data_dir = FLAGS.data_dir or os.path.join(tempfile.gettempdir(), "trainer_benchmarks", "tfds")
   quick = FLAGS.quick
@@ -149,19 +186,30 @@ def main(argv):
   start = time.perf_counter()
   log = lambda s: print(f"[{time.perf_counter() - start:5.0f} s] {s}", flush=True)  # noqa
   results = {"machine": report.machine(),
-             "settings": {"repeats": repeats, "seconds_per_repeat": seconds, "quick": quick,
+             "settings": {"suites": suites, "repeats": repeats, "seconds_per_repeat": seconds,
+                          "quick": quick,
                           "pair_repeats": pair_repeats, "steps_per_loop": LOOP,
                           "cpu_devices": NUM_CPU_DEVICES,
                           "command": " ".join(["python -m benchmarks.throughput",
                                                *sys.argv[1:]])},
              "models": {}}
-  for size in models:
+  for size in models if "variants" in suites else ():
     results["models"][size] = bench_model(size, data_dir, repeats, seconds, log, FLAGS.profile,
                                           pair_repeats)
-  if replicas:
+  if replicas and "replicas" in suites:
     results["scaling"] = {size: scaling.bench_scaling(size, data_dir, replicas, repeats,
                                                       seconds, check_steps, log)
                           for size in scaling_models}
+  seed_models = ((FLAGS.seed_models if "seed" in suites else [])
+                 + (["resnet50"] if "seed_resnet50" in suites else []))
+  if seed_models:
+    results["seed"] = seed_recipe.bench_seed(
+        ["mlp"] if quick else seed_models, 2 if quick else FLAGS.seed_steps,
+        1 if quick else FLAGS.seed_repeats, log, quick=quick)
+  if "pipeline" in suites:
+    results["pipeline"] = imagenet_pipeline.bench_pipeline(
+        96 if quick else FLAGS.pipeline_images, 16 if quick else FLAGS.pipeline_batch,
+        1 if quick else FLAGS.pipeline_repeats, log, core_counts=[1] if quick else None)
   results["targets"] = report.targets(results)
   results["seconds_total"] = time.perf_counter() - start
   results["machine"]["load_average_at_end"] = os.getloadavg()

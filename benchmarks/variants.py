@@ -11,6 +11,7 @@ steps_per_loop steps, as the Controller calls it):
                          `compile_plan.choose` decides (the whole loop as one XLA program for
                          the mlp; for a CNN on the CPU only the batch draw)
   ours_const_lr_spl100   the same with a constant learning rate (the schedule's cost)
+  ours_accum4_spl100     the same with grad_accum_steps=4 (the cost of accumulation)
   ours_spl1              the same, 1 step per call
   ours_tfdata_spl{100,1} the trainer with input_mode=tf.data
   device_loop_xla_spl100 (models whose loop ours does not compile whole) the trainer with a
@@ -111,10 +112,11 @@ class Bench:
 
   # -- variants -----------------------------------------------------------------------------
 
-  def ours(self, spl, lr="schedule", input_mode="auto", forced_plan=None):
+  def ours(self, spl, lr="schedule", input_mode="auto", forced_plan=None, grad_accum_steps=1):
     """The trainer: `build.make_trainer` of the builder's parts, `Trainer.train` per call."""
     def make():
-      parts = self.parts(config_lib.override(self.config, input_mode=input_mode), lr=lr)
+      parts = self.parts(config_lib.override(self.config, input_mode=input_mode,
+                                             grad_accum_steps=grad_accum_steps), lr=lr)
       if forced_plan is not None:
         parts = dataclasses.replace(parts, compile_plan=forced_plan)
       if lr == "counting":
@@ -213,6 +215,9 @@ class Bench:
                             "batch draw XLA-compiled, step on TF kernels"), LOOP),
         Variant("ours_const_lr_spl100", self.ours(LOOP, lr="constant"),
                 "ours_spl100 with a constant LR (the peak) instead of the schedule", LOOP),
+        Variant("ours_accum4_spl100", self.ours(LOOP, grad_accum_steps=4),
+                "ours_spl100 with grad_accum_steps=4: each update sums 4 micro-batches of a "
+                "quarter of the batch (the cost of accumulation per example)", LOOP),
         Variant("ours_spl1", self.ours(1), "ours, 1 step per call"),
         Variant("ours_tfdata_spl100", self.ours(LOOP, input_mode="tf.data"),
                 "the trainer with input_mode=tf.data: make_train_loop over "

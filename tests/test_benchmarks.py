@@ -1,9 +1,11 @@
 """benchmarks/: both scripts run end to end in --quick mode and write what docs/benchmarks.md shows.
 
-The two scripts run concurrently in subprocesses (each sets up its own TF runtime, and XLA
-compilation is mostly single-threaded, so two cores overlap them well). No timing asserts:
-only that every variant was measured, the ratios and targets exist, replicas agree, and the
-warmup experiment wrote its plot and table with both arms.
+Three runs go concurrently in subprocesses (each sets up its own TF runtime, and XLA
+compilation is mostly single-threaded, so two cores overlap them well): the throughput
+script's variants and replicas suites, its seed and pipeline suites, and the warmup
+experiment. No timing asserts: only that every variant was measured, the ratios and targets
+exist, replicas agree, the seed and pipeline suites measured every way and wrote their tables,
+and the warmup experiment wrote its plot and table with both arms.
 """
 
 import json
@@ -14,36 +16,47 @@ import sys
 
 import pytest
 
+from benchmarks import imagenet_pipeline, seed_recipe
 from trainer import schedules
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 VARIANTS = {  # the mlp's (small_cnn adds device_loop_xla_spl100)
-    "ours_spl100", "ours_const_lr_spl100", "ours_spl1", "ours_tfdata_spl100",
+    "ours_spl100", "ours_const_lr_spl100", "ours_accum4_spl100", "ours_spl1",
+    "ours_tfdata_spl100",
     "ours_tfdata_spl1", "device_step_xla_spl100", "orbit_spl100",
     "fit_spe1", "fit_spe100", "limit_step_xla", "limit_no_xla", "limit_loop_xla",
     "input_device", "input_tfdata"}
 RATIOS = {"ours_vs_limit", "ours_vs_orbit", "ours_vs_fit_spe1", "schedule_vs_constant"}
 
 
+RUNS = {  # name -> (module, extra flags)
+    "benchmarks.throughput": ("benchmarks.throughput", ["--suite=variants,replicas"]),
+    "suites": ("benchmarks.throughput", ["--suite=seed,pipeline"]),
+    # With the accumulating twins: k = 4 micro-batches of 16 reach the quick run's batch.
+    "benchmarks.warmup_experiment": ("benchmarks.warmup_experiment",
+                                     ["--accum_micro_batch=16"]),
+}
+
+
 @pytest.fixture(scope="module")
 def quick_runs(tmp_path_factory):
-  """Runs both scripts with --quick at once; returns {module: (out_dir, CompletedProcess)}."""
+  """Runs the scripts with --quick at once; returns {run name: (out_dir, stdout)}."""
   env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")
   procs = {}
-  for module in ("benchmarks.throughput", "benchmarks.warmup_experiment"):
-    base = tmp_path_factory.mktemp(module.split(".")[1])
+  for name, (module, extra) in RUNS.items():
+    base = tmp_path_factory.mktemp(name.split(".")[-1])
     out_dir = base / "out"
     # Separate data_dirs: two processes preparing digits in one directory would race.
     args = [sys.executable, "-m", module, "--quick", f"--out_dir={out_dir}",
-            f"--data_dir={base / 'tfds'}"]
-    procs[module] = (out_dir, subprocess.Popen(args, cwd=base, env=env, text=True,
-                                               stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+            f"--data_dir={base / 'tfds'}", *extra]
+    procs[name] = (out_dir, subprocess.Popen(args, cwd=base, env=env, text=True,
+                                             stdout=subprocess.PIPE, stderr=subprocess.PIPE))
   results = {}
-  for module, (out_dir, proc) in procs.items():
-    stdout, stderr = proc.communicate(timeout=600)
-    assert proc.returncode == 0, f"{module} failed:\n{stderr[-4000:]}"
-    results[module] = (out_dir, stdout)
+  for name, (out_dir, proc) in procs.items():
+    stdout, stderr = proc.communicate(timeout=900)
+    assert proc.returncode == 0, f"{name} failed:\n{stderr[-4000:]}"
+    results[name] = (out_dir, stdout)
   return results
 
 
@@ -62,6 +75,7 @@ def test_throughput_measures_every_variant_and_reports_ratios_and_targets(quick_
     assert _positive(v["rss_mb_after_first_call"]) and _positive(v["process_peak_rss_mb"])
   assert mlp["limit"] in ("limit_step_xla", "limit_no_xla", "limit_loop_xla")
   assert RATIOS <= set(mlp["ratios"])
+  assert mlp["ratios"]["accum4_vs_ours"] > 0  # the cost of accumulation per example
   assert all(_positive(r) for r in mlp["ratios"].values())
   rows = {t["ratio"]: t for t in results["targets"] if t["model"] == "mlp"}
   assert set(rows) == RATIOS
@@ -84,16 +98,75 @@ def test_throughput_replicas_train_to_the_same_weights(quick_runs):
   assert scaling["variants"]["mirrored_2"]["replicas"] == 2
 
 
+def test_seed_suite_measures_every_variant_in_its_own_process(quick_runs):
+  out_dir, stdout = quick_runs["suites"]
+  results = json.loads((out_dir / "throughput.json").read_text())
+  assert results["settings"]["suites"] == ["seed", "pipeline"]
+  assert "models" not in results or not results["models"]  # the variants suite did not run
+  m = results["seed"]["models"]["mlp"]
+  assert set(m["variants"]) == set(seed_recipe.VARIANTS)
+  for name, v in m["variants"].items():
+    assert _positive(v["examples_per_sec"]) and _positive(v["us_per_step"]), name
+    assert v["compile_s"] >= 0 and _positive(v["first_call_s"]), name
+    assert _positive(v["peak_rss_mb"]) and len(v["repeats_s"]) == m["repeats"], name
+  for name in ("fit_schedule", "fit_callback", "fit_spe"):  # the guide's: jit_compile=True
+    assert "XLA program" in m["variants"][name]["xla"], name
+  assert m["variants"]["fit_spe_nojit"]["xla"].startswith("nothing")
+  assert m["variants"]["ours"]["xla"].startswith("input device")  # the trainer's CompilePlan
+  assert m["best_guide_fit"] in seed_recipe.GUIDE
+  assert set(m["ratios"]) == {"ours_vs_best_guide_fit", "ours_vs_best_fit",
+                              "fit_spe_jit_vs_nojit"}
+  assert all(_positive(r) for r in m["ratios"].values())
+  markdown = (out_dir / "throughput.md").read_text()
+  assert "| `ours` |" in markdown and "| `fit_callback` |" in markdown
+  assert "ours / best guide fit" in markdown and "fit_schedule" in stdout
+
+
+def test_pipeline_suite_measures_every_way_and_the_cores_to_feed(quick_runs):
+  out_dir, stdout = quick_runs["suites"]
+  p = json.loads((out_dir / "throughput.json").read_text())["pipeline"]
+  assert set(p["cores"]) == {"1"}
+  assert set(p["cores"]["1"]) == set(imagenet_pipeline.WAYS)
+  for way, v in p["cores"]["1"].items():
+    assert _positive(v["images_per_s"]) and _positive(v["images_per_cpu_s"]), way
+    assert all(x["images"] == p["batch"] * p["batches_per_pass"] for x in v["passes"]), way
+  assert set(p["feeding"]) == set(imagenet_pipeline.ACCELERATORS)
+  for name, f in p["feeding"].items():
+    assert _positive(f["images_per_s"]) and f["source"], name
+    assert set(f["host_cores"]) == set(imagenet_pipeline.WAYS), name
+    assert all(_positive(c) for c in f["host_cores"].values()), name
+  assert _positive(p["mean_jpeg_bytes"])
+  markdown = (out_dir / "throughput.md").read_text()
+  assert "| `trainer_streaming` | 1 |" in markdown and "Host cores to feed" in markdown
+  assert "ASSUMPTION" in markdown and "keras_directory" in stdout
+
+
+def test_throughput_refuses_an_unknown_suite(tmp_path):
+  env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")
+  proc = subprocess.run([sys.executable, "-m", "benchmarks.throughput", "--suite=seed,bogus",
+                         f"--out_dir={tmp_path}"], cwd=tmp_path, env=env, text=True,
+                        capture_output=True, timeout=300)
+  assert proc.returncode != 0 and "--suite: unknown bogus" in proc.stderr + proc.stdout
+  assert not (tmp_path / "throughput.json").exists()
+
+
+ARMS = {"warmup", "no_warmup", "warmup_accum", "no_warmup_accum"}
+
+
 def test_warmup_experiment_writes_plot_and_table_with_both_arms(quick_runs):
   out_dir, stdout = quick_runs["benchmarks.warmup_experiment"]
   png = out_dir / "warmup_experiment.png"
   assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   table = (out_dir / "warmup_experiment.md").read_text()
   assert "| warmup |" in table and "| no_warmup |" in table and "| warmup |" in stdout
+  assert "| warmup_accum |" in table
   blob = json.loads((out_dir / "warmup_experiment.json").read_text())
-  assert set(blob["table"]) == {"warmup", "no_warmup"}
+  assert set(blob["table"]) == ARMS
   runs = {r["arm"]: r for r in blob["runs"]}
-  assert set(runs) == {"warmup", "no_warmup"}
+  assert set(runs) == ARMS
+  assert blob["settings"]["grad_accum_steps"] == 4
+  # The twins compute the same updates in slices: their curves agree up to float rounding.
+  assert blob["twins"]["warmup"]["max_abs_train_loss_curve_diff"] < 1e-2
   steps = blob["settings"]["total_steps"]
   for arm, run in runs.items():
     assert run["train_loss"], arm  # curves come from the workdir's TensorBoard events
@@ -105,6 +178,7 @@ def test_warmup_experiment_writes_plot_and_table_with_both_arms(quick_runs):
   st = blob["settings"]
   for arm, (warmup, start) in {"warmup": (st["warmup_steps"], st["base_lr"]),
                                "no_warmup": (0, 0.0)}.items():
-    for step, lr in runs[arm]["learning_rate"].items():
+    for step, lr in [*runs[arm]["learning_rate"].items(),
+                     *runs[arm + "_accum"]["learning_rate"].items()]:  # the same schedule
       assert lr == pytest.approx(schedules.lr_warmup_cosine_decay(
           int(step), warmup, 0, steps, start, st["peak_lr"]), rel=1e-5)
