@@ -3,6 +3,8 @@
 No network: `digits` is built from scikit-learn into a tmp data_dir.
 """
 
+import hashlib
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -109,3 +111,98 @@ def test_batch_at_is_identical_under_xla(digits):
   e = tf.constant(30, tf.int64)  # straddles the 2nd epoch boundary of 1437 examples
   for want, got in zip(fn(e), tf.function(fn, jit_compile=True)(e)):
     np.testing.assert_array_equal(want.numpy(), got.numpy())
+
+
+# -- exact values: pinned, and against a NumPy reference ------------------------------------
+
+def _pixels(n, h, w, c):
+  """A fixed split of n examples (no dataset download, no RNG): pixels and labels."""
+  px = np.arange(n * h * w * c, dtype=np.uint64) * 2654435761 % 251
+  return px.astype(np.uint8).reshape(n, h, w, c), (np.arange(n, dtype=np.int32) * 7) % 10
+
+
+# sha256 (first 16 hex digits) of the bytes of batch_at(e, ...) for each e in `elements`,
+# recorded before the draw was rewritten for speed (issue 15): a batch must stay a pure
+# function of (seed, step) and keep these exact values. The cases cover batches within an
+# epoch and across its boundary, a batch bigger than the split (n = 50 and 1), an odd batch,
+# both cycle-walks (n = 70000 needs 18 bits, more than the packed walk's 16), positions past
+# 2**32, and translation with and without flips.
+PINNED = [  # (n, h, w, c, batch, seed, pipeline, augment, flip, elements, digest)
+    (1437, 8, 8, 1, 64, 0, 0, True, False, (0, 1, 22, 23, 10**6, 2**33 + 5), "c57cf20dd8d99e2f"),
+    (1437, 8, 8, 1, 64, 5, 1, True, True, (0, 30, 977), "a8ca7aab495da618"),
+    (1437, 8, 8, 1, 64, 0, 0, False, False, (0, 22, 12345), "d77b689829eec536"),
+    (50, 16, 24, 3, 128, 3, 2, True, True, (0, 1, 7), "2b42e79db42fce56"),
+    (1, 4, 4, 2, 3, 1, 0, True, True, (0, 5), "fef78763ed863953"),
+    (1437, 8, 8, 1, 63, 7, 3, True, False, (0, 22, 23, 5000), "09f414f1644b3791"),
+    (64, 2, 2, 1, 64, 4, 0, True, True, (0, 1, 5), "1fc23e884e015a08"),
+    (70000, 1, 1, 1, 64, 2, 0, False, False, (0, 1093, 1094, 10**7), "5550843b27cf6a0d"),
+]
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "xla"])
+@pytest.mark.parametrize("case", PINNED, ids=lambda c: f"n{c[0]}_b{c[4]}_aug{c[7]:d}{c[8]:d}")
+def test_batch_at_values_are_pinned(case, jit):
+  n, h, w, c, b, seed, pid, augment, flip, elements, digest = case
+  images, labels = (tf.constant(a) for a in _pixels(n, h, w, c))
+  draw = lambda e: data.batch_at(e, images, labels, b, seed, pid, augment, flip)  # noqa: E731
+  if jit:
+    draw = tf.function(draw, jit_compile=True)
+  hasher = hashlib.sha256()
+  for e in elements:
+    x, y = draw(tf.constant(e, tf.int64))
+    hasher.update(x.numpy().tobytes())
+    hasher.update(y.numpy().tobytes())
+  assert hasher.hexdigest()[:16] == digest
+
+
+def test_example_indices_values_are_pinned():
+  seed = tf.constant([3, 0], tf.int64)
+  assert [data.example_indices(e, 10, 4, seed).numpy().tolist() for e in range(5)] == [
+      [3, 5, 7, 4], [1, 9, 2, 8], [6, 0, 3, 0], [4, 9, 1, 7], [8, 6, 5, 2]]
+  got = data.example_indices(7, 1437, 8, sampling.pipeline_seeds(0, 0)[0])
+  assert got.numpy().tolist() == [241, 541, 373, 225, 647, 1112, 577, 183]
+  got = data.example_indices(2**35, 70000, 6, sampling.pipeline_seeds(1, 2)[0])
+  assert got.numpy().tolist() == [20554, 13020, 47224, 26323, 33147, 32067]
+
+
+def _reference_indices(element, n, b, seed):
+  """example_indices in NumPy, one position at a time: the Feistel network, cycle-walked."""
+  half = sampling._half_bits(n)  # pylint: disable=protected-access
+  mask = np.uint32((1 << half) - 1)
+
+  def mix(x):  # uint32 arithmetic wraps, as in TF
+    with np.errstate(over="ignore"):
+      x = (x ^ (x >> np.uint32(16))) * np.uint32(0x85EBCA6B)
+      x = (x ^ (x >> np.uint32(13))) * np.uint32(0xC2B2AE35)
+    return x ^ (x >> np.uint32(16))
+
+  def encrypt(x, keys):
+    left, right = x >> np.uint32(half), x & mask
+    for key in keys:
+      left, right = right, left ^ (mix(right ^ key) & mask)
+    return (left << np.uint32(half)) | right
+
+  out = []
+  for k in range(element * b, element * b + b):
+    epoch = tf.constant(k // n, tf.int64)  # int64, as in the stream (fold_in keys on dtype)
+    keys = sampling._round_keys(seed, epoch).numpy()  # pylint: disable=protected-access
+    x = encrypt(np.uint32(k % n), keys)
+    while x >= n:
+      x = encrypt(x, keys)
+    out.append(int(x))
+  return out
+
+
+@pytest.mark.parametrize("n,b,element", [
+    (1437, 64, 22),  # the packed walk, across an epoch boundary
+    (1437, 7, 205),  # odd batch: a dummy position pads the packed halves
+    (65536, 5, 13107),  # the largest split the packed walk takes (16 bits), across a boundary
+    (70000, 5, 13999),  # 18 bits: the plain walk, across a boundary
+    (3, 8, 4),  # a batch spanning several epochs
+])
+def test_example_indices_match_a_numpy_reference(n, b, element):
+  seed = sampling.pipeline_seeds(11, 0)[0]
+  want = _reference_indices(element, n, b, seed)
+  assert data.example_indices(element, n, b, seed).numpy().tolist() == want
+  xla = tf.function(lambda e: data.example_indices(e, n, b, seed), jit_compile=True)
+  assert xla(tf.constant(element, tf.int64)).numpy().tolist() == want

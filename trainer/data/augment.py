@@ -21,7 +21,8 @@ def gather_augmented(images, idx, seed, positions, flip):
   """
   _, h, w, c = images.shape
   pad = max(1, min(h, w) // 8)
-  draws = sampling.example_draws(seed, positions, 3, 2 * pad + 1)
+  # Each draw row is keyed by its own constant: without flips the third is never made.
+  draws = sampling.example_draws(seed, positions, 3 if flip else 2, 2 * pad + 1)
   cols = tf.range(w)[None]
   if flip:
     cols = tf.where((draws[2] % 2 == 1)[:, None], w - 1 - cols, cols)

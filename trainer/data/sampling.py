@@ -31,11 +31,26 @@ def example_indices(element, num_examples: int, batch_size: int, seed):
     seed: int64 [2] stateless seed of the stream (batch_at uses one per (seed, pipeline)).
   """
   n, b = int(num_examples), int(batch_size)
-  k = tf.cast(element, tf.int64) * b + tf.range(b, dtype=tf.int64)
-  first = k[0] // n
-  # One row of round keys per epoch this batch touches (a batch spans at most this many).
-  keys = tf.stack([_round_keys(seed, first + i) for i in range((b - 1) // n + 2)])
-  return _permute(tf.cast(k % n, tf.uint32), tf.gather(keys, k // n - first), n)
+  start = tf.cast(element, tf.int64) * b
+  first = start // n  # the epoch of the batch's first position
+  spans = (b - 1) // n + 2  # epochs a batch can touch
+  # Positions relative to the start of epoch `first`: one scalar division, the rest in int32.
+  if n + b < 2**31:
+    local = tf.cast(start - first * n, tf.int32) + tf.range(b)
+  else:
+    local = start - first * n + tf.range(b, dtype=tf.int64)
+  if spans == 2:  # most batches stay in one epoch: the next epoch's keys (philox) only if needed
+    keys0 = _round_keys(seed, first)
+    keys1 = tf.cond(local[-1] >= n, lambda: _round_keys(seed, first + 1), lambda: keys0)
+    later = local >= n
+    pos = tf.where(later, local - n, local)
+    keys = tf.where(later[None], keys1[:, None], keys0[:, None])
+  else:
+    epoch = local // n  # epoch - first, per position
+    pos = local - epoch * n
+    keys = tf.stack([_round_keys(seed, first + i) for i in range(spans)])
+    keys = tf.transpose(tf.gather(keys, epoch))
+  return _permute(tf.cast(pos, tf.uint32), keys, n)
 
 
 def shard(array: np.ndarray, num_pipelines: int, pipeline_id: int) -> np.ndarray:
@@ -97,19 +112,59 @@ def _round_keys(seed, epoch):
 
 
 def _permute(pos, keys, n):
-  """Applies to each position (uint32 [b]) the permutation of range(n) its keys ([b, R]) pick."""
+  """Applies to each position (uint32 [b]) the permutation of range(n) its keys ([R, b]) pick.
+
+  Cycle-walking re-encrypts values that land outside range(n), which keeps it a bijection
+  there. The walk is serial per position (six rounds of multiplies per step) and takes as many
+  steps as the batch's worst position, about 11 for 64 digits; XLA:CPU runs the batch one
+  vector after another, so the walk is latency-bound. When a block fits in 16 bits, the two
+  halves of the batch walk packed two to a uint32: every element carries two independent
+  chains, which makes the walk ~1.8x faster (measured alone). Keys are round-major, each
+  round's keys contiguous.
+  """
   half = _half_bits(n)
-  mask = tf.constant((1 << half) - 1, tf.uint32)
-
-  def encrypt(x):  # a bijection of range(2**(2 * half)): a balanced Feistel network
-    left, right = tf.bitwise.right_shift(x, half), tf.bitwise.bitwise_and(x, mask)
-    for r in range(_FEISTEL_ROUNDS):
-      f = tf.bitwise.bitwise_and(_mix(tf.bitwise.bitwise_xor(right, keys[:, r])), mask)
-      left, right = right, tf.bitwise.bitwise_xor(left, f)
-    return tf.bitwise.bitwise_or(tf.bitwise.left_shift(left, half), right)
-
-  # Cycle-walking: re-encrypting values that land outside range(n) keeps it a bijection there.
+  b = pos.shape[0]
   limit = tf.constant(n, tf.uint32)
-  out = tf.while_loop(lambda x: tf.reduce_any(x >= limit),
-                      lambda x: (tf.where(x >= limit, encrypt(x), x),), (encrypt(pos),))[0]
-  return tf.cast(out, tf.int32)
+
+  def encrypt(x, k):  # a bijection of range(2**(2 * half)): a balanced Feistel network
+    return _encrypt(x, [k[r] for r in range(_FEISTEL_ROUNDS)], half)
+
+  if 2 * half > 16 or b < 2:
+    out = tf.while_loop(lambda x: tf.reduce_any(x >= limit),
+                        lambda x: (tf.where(x >= limit, encrypt(x, keys), x),),
+                        (encrypt(pos, keys),))[0]
+    return tf.cast(out, tf.int32)
+  m = (b + 1) // 2
+  if b % 2:  # an even count: the last half gets a dummy position, dropped at the end
+    pos, keys = tf.concat([pos, pos[:1]], 0), tf.concat([keys, keys[:, :1]], 1)
+  low = tf.constant(0xFFFF, tf.uint32)
+
+  def walk(x, k):
+    return tf.where(x >= limit, encrypt(x, k), x)
+
+  def body(p):  # slices inside the body keep the keys one loop input
+    a, c = tf.bitwise.bitwise_and(p, low), tf.bitwise.right_shift(p, 16)
+    return (_pack(walk(a, keys[:, :m]), walk(c, keys[:, m:])),)
+
+  def pending(p):
+    return tf.reduce_any((tf.bitwise.bitwise_and(p, low) >= limit)
+                         | (tf.bitwise.right_shift(p, 16) >= limit))
+
+  p = _pack(encrypt(pos[:m], keys[:, :m]), encrypt(pos[m:], keys[:, m:]))
+  p = tf.while_loop(pending, body, (p,))[0]
+  out = tf.concat([tf.bitwise.bitwise_and(p, low), tf.bitwise.right_shift(p, 16)], 0)
+  return tf.cast(out[:b], tf.int32)
+
+
+def _encrypt(x, keys, half):
+  """The balanced Feistel network on uint32 x < 2**(2 * half), round keys `keys` (R values)."""
+  mask = tf.constant((1 << half) - 1, tf.uint32)
+  left, right = tf.bitwise.right_shift(x, half), tf.bitwise.bitwise_and(x, mask)
+  for key in keys:
+    f = tf.bitwise.bitwise_and(_mix(tf.bitwise.bitwise_xor(right, key)), mask)
+    left, right = right, tf.bitwise.bitwise_xor(left, f)
+  return tf.bitwise.bitwise_or(tf.bitwise.left_shift(left, half), right)
+
+
+def _pack(a, c):
+  return tf.bitwise.bitwise_or(a, tf.bitwise.left_shift(c, 16))
