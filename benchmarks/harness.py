@@ -10,11 +10,14 @@ build and first call, and the process peak RSS by then: cumulative, not isolated
 """
 
 import gc
+import json
 import math
 import os
 import resource
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 
 import psutil
@@ -166,3 +169,52 @@ def summarise(v, batch):
               examples_per_sec=statistics.median(rates), us_per_step=1e6 * per_step,
               repeats=rates,
               compile_s=max(0.0, v.info["first_call_s"] - per_step * v.granularity))
+
+
+# -- child processes: one variant each, so its peak RSS is its own ---------------------------
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def reply(**fields):
+  """In a child: one JSON line to the parent."""
+  print("@@ " + json.dumps(fields), flush=True)
+
+
+class Child:
+  """`python -m MODULE SPEC` (SPEC as JSON), spoken to one JSON line per command.
+
+  Args:
+    module: the benchmark module whose `__main__` serves the commands.
+    spec: a JSON-able dict, passed as the child's one argument.
+    name: what the parent calls it.
+  """
+
+  def __init__(self, module, spec, name):
+    self.name, self._module = name, module
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, env.get("PYTHONPATH")) if p)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    self._stderr = tempfile.TemporaryFile(mode="w+")
+    self.proc = subprocess.Popen(
+        [sys.executable, "-m", module, json.dumps(spec)], cwd=REPO, env=env,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, text=True,
+        bufsize=1)
+
+  def read(self):
+    for line in self.proc.stdout:
+      if line.startswith("@@ "):
+        return json.loads(line[3:])
+    self._stderr.seek(0)
+    raise RuntimeError(f"{self._module} {self.name} died:\n{self._stderr.read()[-4000:]}")
+
+  def ask(self, command):
+    self.proc.stdin.write(command + "\n")
+    self.proc.stdin.flush()
+    return self.read()
+
+  def close(self):
+    """Ends the child; returns its last reply (its peak memory)."""
+    out = self.ask("exit")
+    self.proc.wait(timeout=60)
+    return out

@@ -36,10 +36,11 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
+
+from benchmarks import harness
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WAYS = ("trainer_streaming", "rrc_decode_crop", "keras_directory")
@@ -188,12 +189,12 @@ def _child(spec):
     return out
 
   one_pass()  # untimed: tracing, the shuffle buffer's first fill, the file cache
-  _reply(ready=True)
+  harness.reply(ready=True)
   for line in sys.stdin:
     if line.strip() == "pass":
-      _reply(**one_pass())
+      harness.reply(**one_pass())
     else:
-      _reply(peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+      harness.reply(peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
       sys.stdout.flush()
       os._exit(0)  # pylint: disable=protected-access  (no wait for tf.data's threads)
 
@@ -208,44 +209,9 @@ def _quiesce(timeout=20.0):
       return
 
 
-def _reply(**fields):
-  print("@@ " + json.dumps(fields), flush=True)
 
 
 # -- the parent ---------------------------------------------------------------------------------
-
-class Child:
-  """One way's child process, one JSON line per command."""
-
-  def __init__(self, spec):
-    self.name = spec["way"]
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, env.get("PYTHONPATH")) if p)
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    self._stderr = tempfile.TemporaryFile(mode="w+")
-    self.proc = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.imagenet_pipeline", json.dumps(spec)], cwd=REPO,
-        env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
-        text=True, bufsize=1)
-
-  def read(self):
-    for line in self.proc.stdout:
-      if line.startswith("@@ "):
-        return json.loads(line[3:])
-    self._stderr.seek(0)
-    raise RuntimeError(f"pipeline {self.name} died:\n{self._stderr.read()[-4000:]}")
-
-  def ask(self, command):
-    self.proc.stdin.write(command + "\n")
-    self.proc.stdin.flush()
-    return self.read()
-
-  def close(self):
-    """Ends the child; returns its peak RSS in MB."""
-    peak = self.ask("exit")["peak_rss_mb"]
-    self.proc.wait(timeout=60)
-    return peak
-
 
 def bench_pipeline(num_images, batch, repeats, log, core_counts=None):
   """Generates the files, times the three ways on each core count, deletes the files."""
@@ -263,9 +229,9 @@ def bench_pipeline(num_images, batch, repeats, log, core_counts=None):
     log(f"pipeline: {num_images} {SIDE}x{SIDE} JPEGs (mean {out['mean_jpeg_bytes'] / 1024:.0f} "
         f"KiB) and their TFDS records in {time.perf_counter() - start:.0f} s")
     for cores in core_counts:
-      children = [Child({"way": w, "cores": cores, "root": root, "data_dir": data_dir,
-                         "batch": batch, "batches": batches, "drain": min(4, batches)})
-                  for w in WAYS]
+      children = [harness.Child("benchmarks.imagenet_pipeline", {
+          "way": w, "cores": cores, "root": root, "data_dir": data_dir, "batch": batch,
+          "batches": batches, "drain": min(4, batches)}, w) for w in WAYS]
       for c in children:
         c.read()
       passes = {w: [] for w in WAYS}
@@ -275,7 +241,7 @@ def bench_pipeline(num_images, batch, repeats, log, core_counts=None):
       out["cores"][str(cores)] = {
           w: {"images_per_s": statistics.median(p["images"] / p["seconds"] for p in ps),
               "images_per_cpu_s": statistics.median(p["images"] / p["cpu_seconds"] for p in ps),
-              "passes": ps, "peak_rss_mb": c.close()}
+              "passes": ps, "peak_rss_mb": c.close()["peak_rss_mb"]}
           for (w, ps), c in zip(passes.items(), children)}
       log(f"  {cores} core(s): " + ", ".join(
           f"{w} {v['images_per_s']:.0f} img/s" for w, v in out["cores"][str(cores)].items()))

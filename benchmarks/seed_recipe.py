@@ -32,12 +32,12 @@ ours_vs_best_fit is the median over rounds of ours' speed over the fastest guide
 import json
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 
 import numpy as np
+
+from benchmarks import harness
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Model -> (config file, steps per repeat and per host call in the full run).
@@ -87,7 +87,6 @@ def _child(spec):
   import resource  # pylint: disable=g-import-not-at-top
   from absl import logging  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from benchmarks import harness  # pylint: disable=g-import-not-at-top
   from benchmarks.variants import _epoch_timer  # pylint: disable=g-import-not-at-top
   from trainer import build, callbacks, data  # pylint: disable=g-import-not-at-top
   from trainer.compat import keras  # pylint: disable=g-import-not-at-top
@@ -139,7 +138,7 @@ def _child(spec):
                             spl=1 if name in ("fit_schedule", "fit_callback") else steps)
   start = time.perf_counter()
   variant.compile()
-  _reply(ready=True, build_and_first_call_s=time.perf_counter() - start,
+  harness.reply(ready=True, build_and_first_call_s=time.perf_counter() - start,
          first_call_s=variant.info["first_call_s"], granularity=variant.granularity,
          rss_mb_after_first_call=variant.info["rss_mb_after_first_call"],
          xla=described["xla"])
@@ -148,9 +147,9 @@ def _child(spec):
     if command == "run":  # one repeat of n steps; "warm" ones are not kept
       variant.steps = int(args[0])
       variant.time_once()
-      _reply(seconds=variant.times.pop())
+      harness.reply(seconds=variant.times.pop())
     elif command == "exit":
-      _reply(peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+      harness.reply(peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
              vm_hwm_mb=_vm_hwm_mb())
       harness.exit_without_teardown(0)
 
@@ -163,43 +162,9 @@ def _vm_hwm_mb():
     return float("nan")
 
 
-def _reply(**fields):
-  print("@@ " + json.dumps(fields), flush=True)
 
 
 # -- the parent ---------------------------------------------------------------------------------
-
-class Child:
-  """A variant's child process, spoken to one JSON line per command."""
-
-  def __init__(self, spec):
-    self.name = spec["variant"]
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, env.get("PYTHONPATH")) if p)
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    self._stderr = tempfile.TemporaryFile(mode="w+")
-    self.proc = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.seed_recipe", json.dumps(spec)], cwd=REPO, env=env,
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, text=True,
-        bufsize=1)
-
-  def read(self):
-    for line in self.proc.stdout:
-      if line.startswith("@@ "):
-        return json.loads(line[3:])
-    self._stderr.seek(0)
-    raise RuntimeError(f"seed variant {self.name} died:\n{self._stderr.read()[-4000:]}")
-
-  def ask(self, command):
-    self.proc.stdin.write(command + "\n")
-    self.proc.stdin.flush()
-    return self.read()
-
-  def close(self):
-    out = self.ask("exit")
-    self.proc.wait(timeout=60)
-    return out
-
 
 def bench_model(model, side, steps, repeats, log, parallel=False):
   """All variants of one model, each in its own process, timed in interleaved rounds."""
@@ -207,7 +172,8 @@ def bench_model(model, side, steps, repeats, log, parallel=False):
       f"{len(VARIANTS)} variants in child processes")
   children, ready = [], {}
   for name in VARIANTS:
-    children.append(Child({"variant": name, "model": model, "side": side, "steps": steps}))
+    children.append(harness.Child("benchmarks.seed_recipe", {
+        "variant": name, "model": model, "side": side, "steps": steps}, name))
     if not parallel:  # one compile at a time: compile times not inflated by each other
       ready[name] = children[-1].read()
       log(f"  compiled {name}: first call {ready[name]['first_call_s']:.1f} s")
