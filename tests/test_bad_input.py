@@ -77,9 +77,9 @@ CASES = [
     ("unknown precision", ["--config.mixed_precision=fp8"], "mixed_precision: unknown 'fp8'", {}),
     ("zero checkpoints kept", ["--config.max_checkpoints=0"], "max_checkpoints: must be", {}),
     ("unknown input mode", ["--config.input_mode=gpu"], "input_mode: unknown 'gpu'", {}),
-    ("device input on replicas",
-     ["--config.input_mode=device", "--strategy=mirrored", "--cpu_devices=2"],
-     "input_mode: 'device' needs one replica", {"workdir": "existing"}),
+    ("device input of a generated split",
+     ["--config.input_mode=device", "--config.dataset=synthetic"],
+     "input_mode: 'device' needs one replica", {"workdir": "new"}),
     ("unknown config field", ["--config.no_such_field=1"], "config: no such field", {}),
     ("missing config file", ["--config=/no/such/config.py"], "config: no such file", {}),
     # Wrong types: absl's parser names the flag, and what it could not parse.

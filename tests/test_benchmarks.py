@@ -80,7 +80,7 @@ def test_throughput_measures_every_variant_and_reports_ratios_and_targets(quick_
   rows = {t["ratio"]: t for t in results["targets"] if t["model"] == "mlp"}
   assert set(rows) == RATIOS
   for t in rows.values():
-    assert t["pass"] == (t["value"] >= t["minimum"])
+    assert t["bound"].startswith(">= ") and t["pass"] == (t["value"] >= float(t["bound"][3:]))
     assert ("PASS" if t["pass"] else "FAIL") in stdout
   assert results["machine"]["tensorflow"] and results["machine"]["cores"] >= 1
   markdown = (out_dir / "throughput.md").read_text()  # the tables docs/benchmarks.md shows
@@ -90,12 +90,18 @@ def test_throughput_measures_every_variant_and_reports_ratios_and_targets(quick_
 def test_throughput_replicas_train_to_the_same_weights(quick_runs):
   out_dir, _ = quick_runs["benchmarks.throughput"]
   scaling = json.loads((out_dir / "throughput.json").read_text())["scaling"]["mlp"]
-  assert set(scaling["variants"]) == {"one_device", "mirrored_1", "mirrored_2"}
+  assert set(scaling["variants"]) == {"one_device", "mirrored_1", "mirrored_2",
+                                      "mirrored_1_tfdata", "mirrored_2_tfdata"}
   for name, v in scaling["variants"].items():
-    assert _positive(v["examples_per_sec"]), name
+    assert _positive(v["examples_per_sec"]) and _positive(v["time_vs_one_device"]), name
     assert v["weights_match"], (name, v["max_rel_update_diff"])
     assert v["loss_rel_diff"] < 1e-3, name
+    assert v["input"] == ("tf.data" if name.endswith(("_tfdata", "device")) else "device")
   assert scaling["variants"]["mirrored_2"]["replicas"] == 2
+  assert set(scaling["time_ratios"]) == {"mirrored_1_vs_tfdata", "mirrored_2_vs_tfdata"}
+  results = json.loads((out_dir / "throughput.json").read_text())
+  [row] = [t for t in results["targets"] if t["ratio"] == "mirrored_2_time_vs_one_device"]
+  assert row["bound"] == "<= 1.3" and row["pass"] == (row["value"] <= 1.3)
 
 
 def test_seed_suite_measures_every_variant_in_its_own_process(quick_runs):

@@ -228,8 +228,8 @@ def test_decoded_once_per_process(tmp_path, monkeypatch, one):
   [[(x, y)]] = take(data.make_train_dataset(info, one, 6, 0, True), one, 1)
   assert x.shape == (6, 8, 8, 3) and x.dtype == np.float32 and 0 <= x.min() <= x.max() <= 1
   assert set(y) <= {0, 1, 2}
-  batch = data.make_device_batch_fn(info, one, 6, 0, True)
-  np.testing.assert_array_equal(batch(0)[1], y)  # the same draw, device-resident
+  batch, device_data = data.make_device_batch_fn(info, one, 6, 0, True)
+  np.testing.assert_array_equal(batch(0, device_data)[1], y)  # the same draw, device-resident
   take(data.make_eval_dataset(info, one, 6), one, 1)
   assert len(calls) == 2
   info_of(root, image_size=12)  # another size is another dataset

@@ -123,10 +123,26 @@ def test_fewer_train_examples_than_pipelines_is_a_config_error():
 
 
 def test_device_batches_are_the_train_batches(digits, one, two):
-  batch = data.make_device_batch_fn(digits, one, 128, 0, True)
+  batch, d = data.make_device_batch_fn(digits, one, 128, 0, True)
   [[(x, y)]] = take(data.make_train_dataset(digits, one, 128, 0, True, start_step=5), one, 1)
-  want_x, want_y = batch(tf.constant(5, tf.int64))
+  want_x, want_y = batch(tf.constant(5, tf.int64), d)
   np.testing.assert_array_equal(x, want_x.numpy())
   np.testing.assert_array_equal(y, want_y.numpy())
-  assert data.make_device_batch_fn(digits, two, 128, 0, True) is None
   assert data.make_device_batch_fn(data.get_dataset_info("synthetic"), one, 128, 0, True) is None
+
+
+def test_each_mirrored_replica_draws_its_tf_data_slice_on_its_own_device(digits, two):
+  batch, d = data.make_device_batch_fn(digits, two, 128, 0, True)
+  images = two.experimental_local_results(d[0])
+  assert [tf.DeviceSpec.from_string(x.device).device_index for x in images] == [0, 1]
+  [slices] = take(data.make_train_dataset(digits, two, 128, 0, True, start_step=5), two, 1)
+  drawn = tf.function(lambda d: two.run(lambda d: batch(tf.constant(5, tf.int64), d),
+                                        args=(d,)))(d)
+  per_replica = [two.experimental_local_results(t) for t in drawn]
+  for r, (x, y) in enumerate(slices):
+    assert x.shape == (64, 8, 8, 1)
+    np.testing.assert_array_equal(x, per_replica[0][r].numpy())
+    np.testing.assert_array_equal(y, per_replica[1][r].numpy())
+  assert not np.array_equal(slices[0][1], slices[1][1])  # two different slices
+
+

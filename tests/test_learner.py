@@ -55,15 +55,3 @@ def test_grad_accum_steps_must_be_a_positive_integer():
   with pytest.raises(ConfigError) as e:
     config_lib.check(small_run("", grad_accum_steps=0))
   one_line_error(e, "grad_accum_steps")
-
-
-def test_clipnorm_on_several_replicas_is_refused_under_keras_3():
-  """Keras 3 clips per replica before the all-reduce: N replicas would clip another gradient."""
-  from trainer.compat import LEGACY_KERAS  # pylint: disable=g-import-not-at-top
-  config = small_run("", **{"optimizer.clipnorm": 1.0})
-  assert config_lib.resolve(config, 1000, 1).num_replicas == 1  # one replica clips the real one
-  if LEGACY_KERAS:
-    pytest.skip("tf_keras: not refused")
-  with pytest.raises(ConfigError) as e:
-    config_lib.resolve(config, 1000, 2)
-  one_line_error(e, "optimizer.clipnorm", "all-reduce", "clipnorm 0")

@@ -23,7 +23,7 @@ from trainer import data, ema, loop, models, preflight, schedules
 from trainer import config as config_lib
 from trainer import learner as learner_lib
 from trainer import task as task_lib
-from trainer.compat import keras
+from trainer.compat import LEGACY_KERAS, keras
 from trainer.errors import ConfigError
 
 
@@ -107,10 +107,16 @@ def build_optimizer(optimizer_config, learning_rate):
   return cls(learning_rate, beta_1=o.beta_1, beta_2=o.beta_2, **extra)
 
 
-def device_input_possible(info, strategy) -> bool:
-  """Whether the train split can live on the device: one replica, an in-memory split."""
-  return (strategy.num_replicas_in_sync == 1 and info.name != "synthetic"
-          and info.fits_in_memory)
+def _check_clipnorm(clipnorm, num_replicas, compiled):
+  if clipnorm and num_replicas > 1 and not compiled.replica_update and not LEGACY_KERAS:
+    # Keras 3's optimizer.apply clips before _backend_update_step all-reduces the gradients
+    # (keras/src/optimizers/base_optimizer.py, keras/src/backend/tensorflow/optimizer.py);
+    # the replica-update path all-reduces first (trainer/local_update.py).
+    raise ConfigError(f"optimizer.clipnorm: Keras 3 clips each replica's gradient before the "
+                      f"all-reduce, not the global batch's, so {num_replicas} replicas on "
+                      f"tf.data input would train another run than one; use clipnorm 0, one "
+                      f"replica, or strategy mirrored with an in-memory split and input_mode "
+                      f"auto or device")
 
 
 def build(config, strategy, info, plan, policy, schedule=None) -> Parts:
@@ -145,7 +151,9 @@ def build(config, strategy, info, plan, policy, schedule=None) -> Parts:
     compiled = compile_plan_lib.choose(
         strategy, jit_compile=config.jit_compile,
         has_convolutions=models.has_convolutions(model), input_mode=config.input_mode,
-        device_input_possible=device_input_possible(info, strategy))
+        device_input_possible=data.device_possible(info, strategy),
+        replica_update=data.replica_update(strategy))
+    _check_clipnorm(config.optimizer.clipnorm, strategy.num_replicas_in_sync, compiled)
     average = (ema.EMA(model, config.ema_decay, config.ema_warmup) if config.ema_decay
                else None)
     learner = learner_lib.Learner(model, optimizer, task, config.global_batch_size, num_outputs,
@@ -161,14 +169,14 @@ def make_trainer(parts: Parts, start_step: int = 0) -> loop.Trainer:
   restored `optimizer.iterations`); device-resident input draws by `iterations` anyway.
   """
   c, strategy, info = parts.config, parts.strategy, parts.info
-  batch_fn = iterator = None
+  batch_fn = device_data = iterator = None
   if parts.compile_plan.device_input:
-    batch_fn = data.make_device_batch_fn(info, strategy, c.global_batch_size, c.seed,
-                                         c.augment)
+    batch_fn, device_data = data.make_device_batch_fn(info, strategy, c.global_batch_size,
+                                                      c.seed, c.augment)
   else:
     iterator = iter(data.make_train_dataset(info, strategy, c.global_batch_size, c.seed,
                                             c.augment, jit=c.jit_compile,
                                             start_step=start_step))
   eval_dataset = data.make_eval_dataset(info, strategy, c.global_batch_size, c.seed)
   return loop.Trainer(strategy, parts.learner, parts.compile_plan, eval_dataset,
-                      batch_fn=batch_fn, iterator=iterator)
+                      batch_fn=batch_fn, data=device_data, iterator=iterator)

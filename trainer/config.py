@@ -14,7 +14,6 @@ import ml_collections
 
 from trainer import schedules, validate
 from trainer.choices import INPUT_MODES, OPTIMIZERS, PRECISIONS
-from trainer.compat import LEGACY_KERAS
 from trainer.errors import ConfigError
 
 
@@ -137,12 +136,6 @@ def resolve(config, num_train_examples, num_replicas):
   if gb % num_replicas:
     raise ConfigError(f"global_batch_size: {gb} does not divide evenly among {num_replicas} "
                       f"replicas; use a multiple of {num_replicas}")
-  if config.optimizer.clipnorm and num_replicas > 1 and not LEGACY_KERAS:
-    # Keras 3's optimizer.apply clips before _backend_update_step all-reduces the gradients
-    # (keras/src/optimizers/base_optimizer.py, keras/src/backend/tensorflow/optimizer.py).
-    raise ConfigError(f"optimizer.clipnorm: Keras 3 clips each replica's gradient before the "
-                      f"all-reduce, not the global batch's, so {num_replicas} replicas would "
-                      f"train another run than one; use clipnorm 0 or one replica")
   k = config.grad_accum_steps
   if (gb // num_replicas) % k:
     raise ConfigError(f"grad_accum_steps: {k} micro-batches do not divide the "

@@ -9,6 +9,8 @@ the loop. Build a `Learner` inside `strategy.scope()`.
 import numpy as np
 import tensorflow as tf
 
+from trainer import local_update
+
 
 def _sum_variable(name, shape=()):
   return tf.Variable(tf.zeros(shape, tf.float32), name=name, trainable=False,
@@ -34,14 +36,19 @@ class Sums:
     for v in self._vars.values():
       v.assign(tf.zeros_like(v))
 
-  def totals(self):
-    """{name: float or NumPy array}: the sums over every replica (a host read)."""
-    out = {k: np.asarray(v.read_value()) for k, v in self._vars.items()}
+  def read(self):
+    """{name: tensor}: the sums over every replica (read in the cross-replica context; inside
+    a loop's tf.function, so a call's metrics come back with its last step)."""
+    return {k: v.read_value() for k, v in self._vars.items()}
+
+  def totals(self, values=None):
+    """{name: float or NumPy array}: `values` from `read()`, else read now (a host read)."""
+    out = {k: np.asarray(v) for k, v in (self.read() if values is None else values).items()}
     return {k: float(v) if v.ndim == 0 else v for k, v in out.items()}
 
-  def result(self):
+  def result(self, values=None):
     """The task's metrics from the totals, plus `examples` (the count)."""
-    totals = self.totals()
+    totals = self.totals(values)
     return {**self._task.summarize(totals), "examples": totals["count"]}
 
 
@@ -132,6 +139,57 @@ class Learner:
     zeros = [tf.zeros(v.shape, v.dtype) for v in variables]
     _, total = tf.while_loop(lambda i, _: i < k, body, (tf.constant(0), zeros))
     return [t if has else None for t, has in zip(total, has_gradient)]
+
+  # The mirrored device-resident path (loop.make_replica_train_loop): the replica computes its
+  # share of the gradients as one flat vector, the loop all-reduces it outside XLA, and the next
+  # program applies it to this replica's copies only (trainer/local_update.py).
+
+  def replica_program(self, strategy, batch_fn, jit):
+    """`program(reduced, apply, compute, data)`: one replica's step, one XLA program if `jit`.
+
+    First, if `apply`: the update with `reduced` (the previous step's all-reduced flat
+    gradients) and the EMA; then, if `compute`: this replica's batch of global step
+    `iterations` (read after that update) by `batch_fn(step, data)`, its flat gradients (the
+    program's output, zeros if not `compute`) and the train sums. Both flags are tensors, so
+    the first step (no update yet), the middle ones and the last update share one program.
+    """
+    variables = self.model.trainable_variables
+
+    def program(reduced, apply, compute, data):
+      # Traced first, called last: tracing it tells which variables have a gradient (None
+      # stays None, as in apply_gradients), which the update, traced next, needs to know.
+      has_gradient = []
+
+      def gradients():
+        inputs, labels = batch_fn(tf.convert_to_tensor(self.optimizer.iterations), data)
+        grads = (self._micro_step(inputs, labels) if self.grad_accum_steps == 1
+                 else self._accumulated_gradients(inputs, labels))
+        has_gradient[:] = [g is not None for g in grads]
+        return tf.concat([tf.reshape(tf.cast(tf.zeros_like(v) if g is None else g,
+                                             tf.float32), [-1])
+                          for g, v in zip(grads, variables)], 0)
+
+      compute_gradients = tf.function(gradients).get_concrete_function()
+      tf.cond(apply, lambda: self._apply_flat(strategy, reduced, has_gradient),
+              lambda: tf.constant(False))
+      return tf.cond(compute, compute_gradients, lambda: tf.zeros_like(reduced))
+
+    return tf.function(program, jit_compile=True) if jit else program
+
+  def flat_size(self):
+    """Length of the flat gradient vector `replica_program` returns."""
+    return sum(v.shape.num_elements() for v in self.model.trainable_variables)
+
+  def _apply_flat(self, strategy, flat, has_gradient):
+    variables = self.model.trainable_variables
+    pieces = tf.split(flat, [v.shape.num_elements() for v in variables])
+    pairs = [(tf.cast(tf.reshape(g, v.shape), v.dtype), v)
+             for g, v, has in zip(pieces, variables, has_gradient) if has]
+    with local_update.local_update(strategy, self.optimizer):
+      self.optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
+      if self.ema is not None:
+        self.ema.update(self.optimizer.iterations)
+    return tf.constant(True)
 
   def eval_step(self, batch):
     """Adds one padded eval batch to the eval sums (padding has weight 0)."""

@@ -4,8 +4,9 @@
 `tf.function`: a `tf.range` loop around `strategy.run(step)`, so Python runs once per call, not
 per step, and the learning-rate schedule, evaluated inside the optimizer at
 `optimizer.iterations`, still moves every step. `num_steps` is a tensor, so a loop cut short
-reuses the same trace. Nothing in a loop reads a value back to the host; `Trainer` reads the
-metric sums once per call, after the loop.
+reuses the same trace. Nothing in a loop reads a value back to the host: each loop resets the
+train sums first and returns them after its last step, in the same `tf.function`, so a call
+costs one host round trip (measured: docs/benchmarks.md).
 """
 
 import tensorflow as tf
@@ -13,7 +14,7 @@ import tensorflow as tf
 from trainer import hooks
 
 
-def make_train_loop(strategy, step_fn, jit_step):
+def make_train_loop(strategy, step_fn, jit_step, sums):
   """Returns `loop(iterator, num_steps)`, running `step_fn(batch)` on every replica.
 
   Args:
@@ -21,18 +22,29 @@ def make_train_loop(strategy, step_fn, jit_step):
     step_fn: one replica's share of a global step; takes one per-replica batch.
     jit_step: XLA-compile `step_fn` as one cluster, optimizer update included
       (`CompilePlan.step`).
+    sums: the `learner.Sums` the steps add to: reset first, `read()` returned.
   """
-  step = tf.function(step_fn, jit_compile=True) if jit_step else step_fn
+  step = _jit(step_fn) if jit_step else step_fn
 
   @tf.function
   def loop(iterator, num_steps):
+    sums.reset()
     for _ in tf.range(num_steps):
       strategy.run(step, args=(next(iterator),))
+    return sums.read()
 
   return loop
 
 
-def make_device_train_loop(strategy, step_fn, batch_fn, global_step, whole_loop_xla=True,
+def _jit(fn):
+  """`fn` as one XLA program per replica. Wrapped in a Python function: MirroredStrategy.run
+  given a jit_compile tf.function itself lifts all replicas into one XLA program, which fails
+  on CPU devices (XLA:CPU has no collectives) and is not what is meant anyway."""
+  compiled = tf.function(fn, jit_compile=True)
+  return lambda *args: compiled(*args)
+
+
+def make_device_train_loop(strategy, step_fn, batch_fn, global_step, sums, whole_loop_xla=True,
                            jit_draw=True):
   """Returns `loop(num_steps)` over device-resident data, for one replica.
 
@@ -45,6 +57,7 @@ def make_device_train_loop(strategy, step_fn, batch_fn, global_step, whole_loop_
     step_fn: one global step; takes a batch.
     batch_fn: global step (int64) -> batch, XLA-compilable (`data.make_device_batch_fn`).
     global_step: the variable counting global steps (`optimizer.iterations`).
+    sums: the `learner.Sums` the steps add to: reset first, `read()` returned.
     whole_loop_xla: compile all `num_steps` steps, batch draws included, as one XLA program
       (`CompilePlan.whole_loop`). If False, `step_fn` runs as the caller made it, in a
       `tf.range` loop.
@@ -63,7 +76,9 @@ def make_device_train_loop(strategy, step_fn, batch_fn, global_step, whole_loop_
 
     @tf.function
     def loop(num_steps):
+      sums.reset()
       strategy.run(steps, args=(num_steps,))
+      return sums.read()
 
     return loop
 
@@ -71,15 +86,57 @@ def make_device_train_loop(strategy, step_fn, batch_fn, global_step, whole_loop_
 
   @tf.function
   def loop(num_steps):
+    sums.reset()
     for _ in tf.range(num_steps):
       strategy.run(lambda: step_fn(draw(tf.convert_to_tensor(global_step))))
+    return sums.read()
+
+  return loop
+
+
+def make_replica_train_loop(strategy, learner, batch_fn, jit):
+  """Returns `loop(data, num_steps)`, num_steps >= 1: MirroredStrategy, device-resident data.
+
+  Per replica and step one program (`Learner.replica_program`, one XLA program if `jit`):
+  apply the previous step's all-reduced gradients to this replica's copies, draw this
+  replica's slice of the global batch on its device, compute its flat gradients. Between two
+  programs one all-reduce of that vector in the replica context, outside XLA (XLA:CPU has no
+  collectives). The last step's update runs after the loop, so a call returns with every
+  variable updated. No distributed iterator and no merge_call runs in the loop
+  (measured: docs/benchmarks.md).
+
+  Args:
+    strategy: a MirroredStrategy (one worker).
+    learner: the `learner.Learner`.
+    batch_fn: `(global step, data) -> batch` of this replica, `data` the per-replica
+      device-resident split (both from `data.make_device_batch_fn`).
+    jit: XLA-compile each replica's program (`CompilePlan.step`).
+  """
+  program = learner.replica_program(strategy, batch_fn, jit)
+
+  def replica(reduced, d, apply, compute, reduce=True):
+    flat = program(reduced, apply, compute, d)  # a Python call around it: see _jit
+    if not reduce:
+      return flat
+    return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, flat)
+
+  @tf.function
+  def loop(d, num_steps):
+    yes, no = tf.constant(True), tf.constant(False)
+    learner.train_sums.reset()
+    first = tf.zeros([learner.flat_size()])
+    reduced = strategy.run(lambda d: replica(first, d, no, yes), args=(d,))
+    for _ in tf.range(num_steps - 1):
+      reduced = strategy.run(lambda r, d: replica(r, d, yes, yes), args=(reduced, d))
+    strategy.run(lambda r, d: replica(r, d, yes, no, reduce=False), args=(reduced, d))
+    return learner.train_sums.read()
 
   return loop
 
 
 def make_eval_loop(strategy, step_fn, jit_step):
   """Returns `loop(dataset)`, running `step_fn(batch)` over one pass of a distributed dataset."""
-  step = tf.function(step_fn, jit_compile=True) if jit_step else step_fn
+  step = _jit(step_fn) if jit_step else step_fn
 
   @tf.function
   def loop(dataset):
@@ -105,17 +162,22 @@ class Trainer:
   """
 
   def __init__(self, strategy, learner, compile_plan, eval_dataset, *, batch_fn=None,
-               iterator=None):
+               data=None, iterator=None):
     self.learner = learner
     self._eval_dataset = eval_dataset
-    if compile_plan.device_input:
-      loop = make_device_train_loop(strategy, learner.train_step, batch_fn,
-                                    learner.optimizer.iterations,
+    sums = learner.train_sums
+    if compile_plan.replica_update:
+      draw = tf.function(batch_fn, jit_compile=True) if compile_plan.draw else batch_fn
+      loop = make_replica_train_loop(strategy, learner, draw, compile_plan.step)
+      self._run = lambda n: loop(data, tf.constant(n))
+    elif compile_plan.device_input:
+      loop = make_device_train_loop(strategy, learner.train_step, lambda s: batch_fn(s, data),
+                                    learner.optimizer.iterations, sums,
                                     whole_loop_xla=compile_plan.whole_loop,
                                     jit_draw=compile_plan.draw)
       self._run = lambda n: loop(tf.constant(n))
     else:
-      loop = make_train_loop(strategy, learner.train_step, compile_plan.step)
+      loop = make_train_loop(strategy, learner.train_step, compile_plan.step, sums)
       self._run = lambda n: loop(iterator, tf.constant(n))
     self._loop = loop
     self._eval_loop = make_eval_loop(strategy, learner.eval_step, compile_plan.step)
@@ -128,11 +190,12 @@ class Trainer:
     return int(self.learner.optimizer.iterations.numpy())  # int() alone fails on mirrored vars
 
   def train(self, num_steps) -> dict:
-    """Runs `num_steps` global steps; returns their mean train metrics (a host read)."""
-    self.learner.train_sums.reset()
+    """Runs `num_steps` >= 1 global steps; returns their mean train metrics (a host read)."""
+    if num_steps < 1:
+      raise ValueError(f"num_steps must be >= 1, got {num_steps}")
     with hooks.point("loop"):
-      self._run(num_steps)
-    return _floats(self.learner.train_sums.result())
+      sums = self._run(num_steps)
+    return _floats(self.learner.train_sums.result(sums))
 
   def evaluate(self) -> dict:
     """One pass over the eval split; returns its metrics. With a weight average, a second

@@ -31,12 +31,13 @@ re-exported here are copies: to change one, set it on its own module (e.g. `info
 from trainer.data.in_memory import batch_at, load_in_memory
 from trainer.data.info import (IN_MEMORY_MAX_BYTES, NO_FLIP, RESIZE_TO, DatasetInfo,
                                get_dataset_info)
-from trainer.data.pipelines import (make_device_batch_fn, make_eval_dataset,
-                                    make_train_dataset, train_dataset_fn)
+from trainer.data.pipelines import (device_possible, make_device_batch_fn, make_eval_dataset,
+                                    make_train_dataset, replica_update, train_dataset_fn)
 from trainer.data.sampling import example_indices, shard
 from trainer.data.streaming import SHUFFLE_BUFFER
 
 __all__ = ["DatasetInfo", "get_dataset_info", "train_dataset_fn", "make_train_dataset",
-           "make_eval_dataset", "make_device_batch_fn", "load_in_memory", "batch_at",
+           "make_eval_dataset", "make_device_batch_fn", "device_possible", "replica_update",
+           "load_in_memory", "batch_at",
            "example_indices", "shard", "IN_MEMORY_MAX_BYTES", "SHUFFLE_BUFFER", "RESIZE_TO",
            "NO_FLIP"]

@@ -10,6 +10,7 @@ the global batch is a positive integer that the replicas divide.
 from absl import logging
 import tensorflow as tf
 
+from trainer.compat import LEGACY_KERAS
 from trainer.data import augment
 from trainer.data import in_memory
 from trainer.data import streaming
@@ -66,26 +67,61 @@ def make_train_dataset(info: DatasetInfo, strategy, global_batch_size: int, seed
 
 def make_device_batch_fn(info: DatasetInfo, strategy, global_batch_size: int, seed: int,
                          augment: bool):
-  """`batch(step)` drawing the training batch of global `step` from device-resident data.
+  """`(batch, data)`: the device-resident input mode of one replica or of MirroredStrategy.
 
-  The device-resident input mode: the whole train split is copied to the device once and each
-  batch is gathered inside the compiled loop, so the loop has no tf.data iterator in it and
-  XLA can compile all `steps_per_loop` steps as one program. Batches are exactly those of
-  `make_train_dataset` (same `batch_at`), so the two modes train identically.
+  The whole train split is copied to each replica's device once and each replica gathers its
+  batch inside the compiled loop, so the loop has no tf.data iterator in it. Called in a
+  replica context, `batch(step, data)` is that replica's share of global step `step`: with
+  R replicas, replica r's is `batch_at(step * R + r, ...)` of global_batch_size / R examples,
+  the very examples `make_train_dataset`'s rebatch gives it (and one replica sees in the same
+  step), so the two modes train identically (tested).
 
   Returns:
-    A function from an int64 global step to `(images, labels)` as in `make_train_dataset`,
-    or None when the mode does not apply: more than one replica, a synthetic or streaming
-    dataset.
+    `(batch, data)`, `data` a tuple of device tensors (one replica) or a per-replica value to
+    pass through `strategy.run`; or None when the mode does not apply (see `device_possible`).
   """
-  if strategy.num_replicas_in_sync != 1 or info.name == "synthetic" or not info.fits_in_memory:
+  if not device_possible(info, strategy):
     return None
   flip = bool(augment) and info.flip_allowed
   images, labels = in_memory.load_in_memory(info, "train")
-  with strategy.scope(), tf.device(strategy.extended.worker_devices[0]):
-    images, labels = tf.constant(images), tf.constant(labels)
-  batch = int(global_batch_size)
-  return lambda step: in_memory.batch_at(step, images, labels, batch, seed, 0, augment, flip)
+  replicas = strategy.num_replicas_in_sync
+  per_replica = int(global_batch_size) // replicas
+  devices = strategy.extended.worker_devices
+
+  def on_device(replica):
+    with tf.device(devices[replica]):
+      return tf.constant(images), tf.constant(labels)
+
+  with strategy.scope():
+    if replicas == 1:
+      data = on_device(0)
+    else:
+      data = strategy.experimental_distribute_values_from_function(
+          lambda ctx: on_device(ctx.replica_id_in_sync_group))
+
+  def batch(step, data):
+    element = step
+    if replicas > 1:
+      ctx = tf.distribute.get_replica_context()
+      element = step * replicas + tf.cast(ctx.replica_id_in_sync_group, step.dtype)
+    return in_memory.batch_at(element, *data, per_replica, seed, 0, augment, flip)
+
+  return batch, data
+
+
+def device_possible(info: DatasetInfo, strategy) -> bool:
+  """Whether the train split can live on the replicas' devices: an in-memory split, and one
+  replica, or MirroredStrategy on one worker under Keras 3 (its update needs
+  trainer/local_update.py, written against Keras 3's optimizer)."""
+  if info.name == "synthetic" or not info.fits_in_memory:
+    return False
+  return strategy.num_replicas_in_sync == 1 or replica_update(strategy)
+
+
+def replica_update(strategy) -> bool:
+  """Whether device-resident input runs `loop.make_replica_train_loop` (all-reduce, then a
+  local update per replica) rather than `train_step`."""
+  return isinstance(strategy, tf.distribute.MirroredStrategy) and not LEGACY_KERAS
 
 
 def make_eval_dataset(info: DatasetInfo, strategy, global_batch_size: int,
