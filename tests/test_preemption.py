@@ -275,7 +275,10 @@ def test_sigterm_during_start_up_exits_4_promptly_and_writes_nothing_half(
   out, _ = proc.communicate(timeout=120)
   seconds = time.monotonic() - start
   assert proc.returncode == 4, out[-3000:]
-  assert seconds < preemption.GRACE_SECONDS + 5, seconds
+  # Prompt: the first-loop case's loop alone would run for hours, and "stopped at once" below
+  # says the stop did not wait for it; the bound is wide because a loaded 2-core CI machine
+  # delays the watchdog thread and the child's exit by seconds (it once took > 10 s).
+  assert seconds < preemption.GRACE_SECONDS + 60, seconds
   assert out.strip().splitlines()[-1].startswith("preempted (SIGTERM) during start-up: "
                                                  "stopped at once"), out[-2000:]
   assert "Traceback" not in out
