@@ -107,8 +107,9 @@ class Bench:
 
   def _batch_fn(self):
     c = self.config
-    return data.make_device_batch_fn(self.info, self.one, c.global_batch_size, c.seed,
-                                     c.augment)
+    batch, device_data = data.make_device_batch_fn(self.info, self.one, c.global_batch_size,
+                                                   c.seed, c.augment)
+    return lambda step: batch(step, device_data)
 
   # -- variants -----------------------------------------------------------------------------
 
@@ -132,7 +133,7 @@ class Bench:
       step = tf.function(lambda s: learner.train_step(batch_fn(s)), jit_compile=True)
       # The "batch" handed to the step is the global step itself: the step draws its batch.
       run = loop.make_device_train_loop(self.one, step, lambda s: s,
-                                        learner.optimizer.iterations,
+                                        learner.optimizer.iterations, learner.train_sums,
                                         whole_loop_xla=False, jit_draw=False)
       return in_loops(lambda k: run(tf.constant(k)), spl, _sync(learner)), 1
     return make
@@ -163,7 +164,7 @@ class Bench:
       step = (tf.function(learner.train_step, jit_compile=True) if how == "step_xla"
               else learner.train_step)
       run = loop.make_device_train_loop(self.one, step, lambda _: batch,
-                                        learner.optimizer.iterations,
+                                        learner.optimizer.iterations, learner.train_sums,
                                         whole_loop_xla=how == "loop_xla", jit_draw=False)
       return in_loops(lambda k: run(tf.constant(k)), LOOP, _sync(learner)), 1
     return make
