@@ -25,8 +25,9 @@ setuptools.setup(
         "scikit-learn>=1.0",  # ships the offline default dataset (8x8 digits)
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-timeout", "hypothesis>=6", "tf-keras>=2.16",
-                 "psutil"],  # psutil: benchmarks/throughput.py reads RSS
+        # pytest-xdist: the suite runs in 2 processes (README); psutil: the benchmarks read RSS
+        "test": ["pytest>=7", "pytest-timeout", "pytest-xdist>=3", "hypothesis>=6",
+                 "tf-keras>=2.16", "psutil"],
         # Keras 2 under TF_USE_LEGACY_KERAS=1, as on TF's TPU images and in Model Garden.
         "legacy": ["tf-keras>=2.16"],
         # TPUClusterResolver needs Google's API client only for *named* TPUs; on a TPU VM use
