@@ -18,6 +18,7 @@ tf.config.set_logical_device_configuration(
     _cpu, [tf.config.LogicalDeviceConfiguration()] * NUM_CPU_DEVICES)
 
 import shutil  # noqa: E402
+import signal  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -26,6 +27,12 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# pytest-xdist's workers run with SIGINT ignored, and an ignored signal stays ignored across
+# exec, where a shell cannot even trap it (POSIX): the Ctrl-C tests' children would never see
+# their SIGINT. A handled signal is reset to the default on exec, so handle it here.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+  signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def cpu():

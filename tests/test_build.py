@@ -10,7 +10,7 @@ from tests.conftest import cpu, mirrored, small_run
 from trainer import build, data, train
 from trainer import config as config_lib
 from trainer import task as task_lib
-from trainer.compat import keras
+from trainer.compat import LEGACY_KERAS, keras
 from trainer.errors import ConfigError
 
 
@@ -22,10 +22,10 @@ def _parts(config, strategy):
     return build.build(config, strategy, info, plan, policy)
 
 
-def test_device_input_mode_refuses_several_replicas(data_dir, tmp_path):
+def test_device_input_mode_refuses_a_split_that_cannot_live_on_the_device(data_dir, tmp_path):
   with pytest.raises(ConfigError, match="^input_mode: 'device' needs one replica"):
-    train.train_and_evaluate(small_run(data_dir, input_mode="device"), str(tmp_path / "w"),
-                             mirrored(2))
+    train.train_and_evaluate(small_run(data_dir, input_mode="device", dataset="synthetic"),
+                             str(tmp_path / "w"), mirrored(2))
   assert not (tmp_path / "w").exists()
 
 
@@ -34,7 +34,9 @@ def test_every_strategy_starts_from_the_same_weights_and_a_trainer_trains(data_d
   one, two = _parts(config, cpu()), _parts(config, mirrored(2))
   assert one.model is one.learner.model and one.optimizer is one.learner.optimizer
   assert isinstance(one.task, task_lib.Classification) and one.learner.task is one.task
-  assert one.compile_plan.device_input and not two.compile_plan.device_input
+  assert one.compile_plan.device_input and not one.compile_plan.replica_update
+  # Mirrored: device-resident with per-replica updates under Keras 3, tf.data under tf_keras.
+  assert two.compile_plan.device_input == two.compile_plan.replica_update == (not LEGACY_KERAS)
   for a, b in zip(one.model.get_weights(), two.model.get_weights()):
     np.testing.assert_array_equal(a, b)  # seeded with config.seed before building
   for parts in (one, two):

@@ -28,7 +28,8 @@ def logged(workdir, split):
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy,ci_kills", [
     (["--strategy=cpu"], 10),  # one replica: the device-resident input, one XLA program
-    (["--strategy=mirrored", "--cpu_devices=2"], 3),  # two replicas: the tf.data iterator
+    # Two replicas: per-replica device draws, the all-reduce, each replica's own update.
+    (["--strategy=mirrored", "--cpu_devices=2"], 3),
     # Micro-batches and the weight average: more state in each step and each checkpoint.
     (["--strategy=cpu", "--config.grad_accum_steps=2", "--config.ema_decay=0.9"], 2),
 ], ids=["cpu", "mirrored", "accum-ema"])
