@@ -37,7 +37,13 @@ def exit_without_teardown(status=0):
 
 
 def peak_rss_mb():
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+  """This process's peak RSS: VmHWM, which exec resets. Not `ru_maxrss`: Linux carries it over
+  from the parent across fork and exec, so a child of a 3 GB parent reports >= 3 GB."""
+  try:
+    with open("/proc/self/status") as f:
+      return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmHWM:"))
+  except (OSError, StopIteration):  # not Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def rss_mb():

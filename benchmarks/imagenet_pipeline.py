@@ -170,7 +170,6 @@ def _child(spec):
   cores = spec["cores"]
   os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:cores]))  # before TF starts
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-  import resource  # pylint: disable=g-import-not-at-top
   from absl import logging  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.ERROR)
   batch, batches = spec["batch"], spec["batches"]
@@ -194,7 +193,7 @@ def _child(spec):
     if line.strip() == "pass":
       harness.reply(**one_pass())
     else:
-      harness.reply(peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+      harness.reply(peak_rss_mb=harness.peak_rss_mb())
       sys.stdout.flush()
       os._exit(0)  # pylint: disable=protected-access  (no wait for tf.data's threads)
 

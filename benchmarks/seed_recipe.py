@@ -22,7 +22,7 @@ float32 on /cpu:0, the config's augmentation, the same number of global steps pe
 Model, optimizer and input of every variant come from the trainer's builder (`build.build`; the
 fit variants read `data.train_dataset_fn`, the trainer's own batches), so the variants differ
 only in how they run the steps. Each variant lives in a child process of its own, so its peak
-RSS (`ru_maxrss`) is its own; the children are built and compiled one after the other (in
+RSS (VmHWM, `harness.peak_rss_mb`) is its own; the children are built and compiled one after the other (in
 --quick all at once), then timed in interleaved rounds (every variant once per round, the
 order reversed every other round) after one untimed warm-up round. Throughput is the median
 over rounds (examples/s); compile is the first call (its steps at the steady rate taken out);
@@ -84,7 +84,6 @@ def config_for(model, side, steps):
 def _child(spec):
   """Builds and compiles one variant, then runs the parent's commands from stdin."""
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-  import resource  # pylint: disable=g-import-not-at-top
   from absl import logging  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from benchmarks.variants import _epoch_timer  # pylint: disable=g-import-not-at-top
@@ -149,17 +148,10 @@ def _child(spec):
       variant.time_once()
       harness.reply(seconds=variant.times.pop())
     elif command == "exit":
-      harness.reply(peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-             vm_hwm_mb=_vm_hwm_mb())
+      harness.reply(peak_rss_mb=harness.peak_rss_mb())
       harness.exit_without_teardown(0)
 
 
-def _vm_hwm_mb():
-  try:
-    with open("/proc/self/status") as f:
-      return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmHWM:"))
-  except (OSError, StopIteration):
-    return float("nan")
 
 
 
@@ -198,7 +190,7 @@ def bench_model(model, side, steps, repeats, log, parallel=False):
         "compile_s": max(0.0, info["first_call_s"] - per_step * info["granularity"]),
         "first_call_s": info["first_call_s"],
         "build_and_first_call_s": info["build_and_first_call_s"],
-        "peak_rss_mb": memory[name]["peak_rss_mb"], "vm_hwm_mb": memory[name]["vm_hwm_mb"],
+        "peak_rss_mb": memory[name]["peak_rss_mb"],
         "xla": info["xla"]}
   best = max(GUIDE, key=lambda k: variants[k]["examples_per_sec"])
   best_any = max((k for k in VARIANTS if k != "ours"),
