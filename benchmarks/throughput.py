@@ -3,9 +3,9 @@ r"""Training throughput of the trainer's loop against its references, in one int
   python -m benchmarks.throughput [--suite=all] [--out_dir=runs/benchmarks] [--data_dir=DIR]
       [--quick]
 
-Suites (`--suite=variants,replicas,seed,seed_resnet50,pipeline`, default `all`). Measured on
-2 shared cores (load ~5): variants+replicas 8 min, seed 9, pipeline 5, seed_resnet50 ~15 (its
-XLA-compiled fit variants take 8 s a step on the CPU):
+Suites (`--suite=variants,replicas,seed,seed_resnet50,pipeline`, default `all`). One full run
+on 2 quiet cores took 27 min: variants+replicas 10, seed+seed_resnet50 14, pipeline 4 (on a
+loaded machine seed_resnet50 alone took ~15: its XLA-compiled fit variants are slow on CPU):
 
   variants   every variant of `benchmarks.variants` on the mlp and the small CNN (below)
   replicas   replica scaling (`benchmarks.scaling`, below)
@@ -40,7 +40,9 @@ loop. Compile time is the first host call (one step; steps_per_execution steps f
 one step's steady-state time. Memory is cumulative (one process for all variants).
 
 Replica scaling (`benchmarks.scaling`): the trainer on 1, 2 and 4 logical CPU devices with
-MirroredStrategy, next to OneDeviceStrategy, each checked to train to the same update.
+MirroredStrategy, on its default device-resident input and on tf.data, next to the yardstick
+OneDeviceStrategy on tf.data, each checked to train to the same update; the targets bound the
+time per step against the yardstick (MLP) and against the tf.data path (small CNN).
 
 Writes `<out_dir>/throughput.json` and `throughput.md` (the tables of docs/benchmarks.md,
 `benchmarks.report`, for the suites run) and prints a table with PASS/FAIL per target.
