@@ -102,14 +102,16 @@ class Learner:
 
   def train_step(self, batch):
     """One global step's share on this replica: gradients, update, EMA, metric sums."""
-    inputs, labels = batch
-    if self.grad_accum_steps == 1:
-      grads = self._micro_step(inputs, labels)
-    else:
-      grads = self._accumulated_gradients(inputs, labels)
+    grads = self._batch_gradients(*batch)
     self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
     if self.ema is not None:
       self.ema.update(self.optimizer.iterations)
+
+  def _batch_gradients(self, inputs, labels):
+    """This replica's gradients of its batch, and its metric sums (k micro-batches, summed)."""
+    if self.grad_accum_steps == 1:
+      return self._micro_step(inputs, labels)
+    return self._accumulated_gradients(inputs, labels)
 
   def _micro_step(self, inputs, labels):
     grads, per_example, outputs = self._gradients(inputs, labels)
@@ -161,9 +163,8 @@ class Learner:
       has_gradient = []
 
       def gradients():
-        inputs, labels = batch_fn(tf.convert_to_tensor(self.optimizer.iterations), data)
-        grads = (self._micro_step(inputs, labels) if self.grad_accum_steps == 1
-                 else self._accumulated_gradients(inputs, labels))
+        grads = self._batch_gradients(
+            *batch_fn(tf.convert_to_tensor(self.optimizer.iterations), data))
         has_gradient[:] = [g is not None for g in grads]
         return tf.concat([tf.reshape(tf.cast(tf.zeros_like(v) if g is None else g,
                                              tf.float32), [-1])
