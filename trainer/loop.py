@@ -157,7 +157,9 @@ class Trainer:
     learner: a `learner.Learner` (`train_step`, `eval_step`, sums, `optimizer.iterations`).
     compile_plan: a `compile_plan.CompilePlan`.
     eval_dataset: a distributed dataset, one pass of the held-out split.
-    batch_fn: with device-resident input, global step -> batch.
+    batch_fn: with device-resident input, `(global step, data) -> batch` of the calling
+      replica (`data.make_device_batch_fn`).
+    data: with device-resident input, the split on the device(s) that `batch_fn` reads.
     iterator: otherwise, the distributed training iterator.
   """
 
