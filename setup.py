@@ -26,8 +26,9 @@ setuptools.setup(
     ],
     extras_require={
         # pytest-xdist: the suite runs in 2 processes (README); psutil: the benchmarks read RSS
+        # import-linter: CI checks the layers of trainer/ (.importlinter)
         "test": ["pytest>=7", "pytest-timeout", "pytest-xdist>=3", "hypothesis>=6",
-                 "tf-keras>=2.16", "psutil"],
+                 "tf-keras>=2.16", "psutil", "import-linter>=2.1"],
         # Keras 2 under TF_USE_LEGACY_KERAS=1, as on TF's TPU images and in Model Garden.
         "legacy": ["tf-keras>=2.16"],
         # TPUClusterResolver needs Google's API client only for *named* TPUs; on a TPU VM use

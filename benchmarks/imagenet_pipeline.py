@@ -123,7 +123,7 @@ def _dataset(way, root, data_dir, batch):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   from trainer import data  # pylint: disable=g-import-not-at-top
-  from trainer.compat import keras  # pylint: disable=g-import-not-at-top
+  from trainer.base.compat import keras  # pylint: disable=g-import-not-at-top
   from trainer.data import info as info_lib  # pylint: disable=g-import-not-at-top
   if way == "keras_directory":
     ds = keras.utils.image_dataset_from_directory(

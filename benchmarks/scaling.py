@@ -3,7 +3,7 @@
 Each model runs on 1, 2 and 4 logical CPU devices (the host CPU is split before TensorFlow
 starts) with MirroredStrategy(ReductionToOneDevice), next to the yardstick `one_device`
 (OneDeviceStrategy on tf.data input), every one the trainer itself (`build.build` +
-`build.make_trainer`, XLA as `compile_plan.choose` decides): `mirrored_N` is what the trainer
+`build.make_runner`, XLA as `execution.choose` decides): `mirrored_N` is what the trainer
 runs by default (input_mode=auto: each replica draws on its device, per-replica update),
 `mirrored_N_tfdata` the tf.data path (the distributed iterator and Keras' merge_call update).
 Each first trains the same `check_steps` global steps from the same initial weights, and its
@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from benchmarks import harness
 from benchmarks.variants import LOOP, Bench
-from trainer import build
+from trainer.step import build
 from trainer import config as config_lib
 
 # Replicas sum in another order than one device, and oneDNN's kernels round differently at
@@ -26,7 +26,7 @@ WEIGHT_RTOL = 1e-3
 
 
 def xla_label(plan):
-  """What a CompilePlan compiles of the step: 'step', 'gradients' or 'none'."""
+  """What a Execution compiles of the step: 'step', 'gradients' or 'none'."""
   return "step" if plan.step else ("gradients" if plan.gradients else "none")
 
 
@@ -42,16 +42,16 @@ def bench_scaling(size, data_dir, replica_counts, repeats, seconds, check_steps,
   def make(name, strategy, input_mode):
     def make_run():
       parts = bench.parts(config_lib.override(config, input_mode=input_mode), strategy)
-      trainer = build.make_trainer(parts)
+      runner = build.make_runner(parts)
       initial = [v.numpy() for v in parts.model.trainable_variables]
-      loss = trainer.train(check_steps)["loss"]  # first call: compilation, and the check
+      loss = runner.train(check_steps)["loss"]  # first call: compilation, and the check
       checks[name] = {"loss": loss,
                       "updates": [v.numpy() - w for v, w in
                                   zip(parts.model.trainable_variables, initial)],
                       "replicas": strategy.num_replicas_in_sync,
-                      "input": parts.compile_plan.input_mode,
-                      "xla": xla_label(parts.compile_plan)}
-      return harness.in_loops(trainer.train, LOOP), 1
+                      "input": parts.execution.input_mode,
+                      "xla": xla_label(parts.execution)}
+      return harness.in_loops(runner.train, LOOP), 1
     return make_run
 
   variants = [harness.Variant("one_device", make("one_device", bench.one, "tf.data"),

@@ -14,8 +14,8 @@ float32 on /cpu:0, the config's augmentation, the same number of global steps pe
                  trainer.callbacks.WarmupCosineDecayCallback sets before every batch
   fit_spe        fit_schedule with steps_per_execution = the steps of a repeat
   fit_spe_nojit  (not the guide's) fit_spe with jit_compile=False: TF's kernels, as ours uses
-  ours           the trainer: build.build + build.make_trainer, Trainer.train calls of
-                 steps_per_loop = the steps of a repeat, compiled as compile_plan.choose decides
+  ours           the trainer: build.build + build.make_runner, Runner.train calls of
+                 steps_per_loop = the steps of a repeat, compiled as execution.choose decides
                  (on the CPU a convolutional model is not XLA-compiled: XLA:CPU's convolutions
                  lose to oneDNN's, docs/benchmarks.md; only the batch draw is)
 
@@ -87,8 +87,13 @@ def _child(spec):
   from absl import logging  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from benchmarks.variants import _epoch_timer  # pylint: disable=g-import-not-at-top
-  from trainer import build, callbacks, data  # pylint: disable=g-import-not-at-top
-  from trainer.compat import keras  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from trainer import config as config_lib
+  from trainer import data
+  from trainer.distribute import precision
+  from trainer.schedules import callbacks
+  from trainer.step import build
+  from trainer.base.compat import keras  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.ERROR)  # the callback's steps_per_execution warning etc.
 
   name, steps = spec["variant"], spec["steps"]
@@ -96,11 +101,11 @@ def _child(spec):
   described = {}
 
   def parts_on(strategy, schedule=None):
-    info, plan, policy = build.resolve(config, strategy)
-    with build.global_policy(policy):
-      parts = build.build(config, strategy, info, plan, policy,
-                          schedule=plan.peak_lr if schedule == "float" else None)
-    return info, plan, parts
+    run = config_lib.resolve(config, strategy)
+    with precision.global_policy(run.policy):
+      parts = build.build(run, strategy,
+                          schedule=run.plan.peak_lr if schedule == "float" else None)
+    return run.info, run.plan, parts
 
   def make_fit():
     spe = steps if name.startswith("fit_spe") else 1
@@ -116,7 +121,7 @@ def _child(spec):
     dataset = data.train_dataset_fn(info, config.global_batch_size, config.seed, config.augment,
                                     jit=config.jit_compile)(tf.distribute.InputContext())
     timer = _epoch_timer()  # first in the list: the LR callback's first call is timed too
-    extra = ([callbacks.WarmupCosineDecayCallback(**plan.schedule_kwargs())]
+    extra = ([callbacks.WarmupDecayCallback(**plan.schedule_kwargs())]
              if name == "fit_callback" else [])
     described["xla"] = ("each step one XLA program (jit_compile=True)" if jit
                         else "nothing (jit_compile=False)")
@@ -129,9 +134,9 @@ def _child(spec):
 
   def make_ours():
     _, _, parts = parts_on(tf.distribute.OneDeviceStrategy("/cpu:0"))
-    described["xla"] = parts.compile_plan.describe()
-    trainer = build.make_trainer(parts)
-    return harness.in_loops(trainer.train, steps), 1  # train() ends with a host read
+    described["xla"] = parts.execution.describe()
+    runner = build.make_runner(parts)
+    return harness.in_loops(runner.train, steps), 1  # train() ends with a host read
 
   variant = harness.Variant(name, make_ours if name == "ours" else make_fit, name,
                             spl=1 if name in ("fit_schedule", "fit_callback") else steps)

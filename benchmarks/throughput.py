@@ -17,9 +17,9 @@ loaded machine seed_resnet50 alone took ~15: its XLA-compiled fit variants are s
 
 For each model size (the overhead-bound `mlp` at global batch 64 and the default `small_cnn` at
 128, both on the offline digits with the default config's augmentation, AdamW and
-WarmupCosineDecay), every variant of `benchmarks.variants` trains the same model on the same
+WarmupDecay), every variant of `benchmarks.variants` trains the same model on the same
 data with the same schedule, on /cpu:0. "ours" is the trainer itself: `build.build` +
-`build.make_trainer`, timed as `Trainer.train` calls. All variants are built and compiled
+`build.make_runner`, timed as `Runner.train` calls. All variants are built and compiled
 first, then timed in interleaved repeats (`benchmarks.harness`); a variant's throughput is the
 median over its repeats.
 
@@ -60,7 +60,7 @@ import tensorflow as tf  # noqa: E402
 
 from benchmarks import harness, imagenet_pipeline, report, scaling, seed_recipe  # noqa: E402
 from benchmarks.variants import LIMITS, LOOP, Bench, schedule_cost_us  # noqa: E402
-from trainer import strategy as strategy_lib  # noqa: E402
+from trainer.distribute import strategy as strategy_lib  # noqa: E402
 
 NUM_CPU_DEVICES = 4
 # seed and seed_resnet50 are one table in two suites: each stays under 10 minutes on 2 cores.
@@ -119,7 +119,7 @@ def bench_model(size, data_dir, repeats, seconds, log, profile="", pair_repeats=
   evaluations = type(ours.schedule).calls
   schedule = {"evaluations_per_step": evaluations,
               "us_per_step": schedule_cost_us(ours.schedule, evaluations,
-                                              ours.compile_plan.whole_loop)}
+                                              ours.execution.whole_loop)}
   log(f"  schedule: {evaluations} evaluations per step cost {schedule['us_per_step']:.2f} us")
   ratios = {
       "ours_vs_limit": harness.speed_ratio(by["ours_spl100"], by[limit]),
@@ -146,8 +146,8 @@ def bench_model(size, data_dir, repeats, seconds, log, profile="", pair_repeats=
   if profile:
     _profile(by[profile], os.path.join(FLAGS.out_dir, "profile", size), log)
   return {"model": bench.model, "global_batch_size": bench.batch, "limit": limit,
-          "whole_loop_xla": ours.compile_plan.whole_loop,
-          "compile_plan": ours.compile_plan.describe(), "schedule": schedule,
+          "whole_loop_xla": ours.execution.whole_loop,
+          "compile_plan": ours.execution.describe(), "schedule": schedule,
           "variants": res, "ratios": ratios, "breakdown_us": breakdown}
 
 

@@ -3,22 +3,22 @@
 Every variant trains the same model on the same data (digits, the default config's
 augmentation) with the same AdamW and schedule, on /cpu:0. Model, optimizer and learner (the
 task's step functions) always come from `trainer.build.build`; the "ours" variants are the
-trainer itself (`build.make_trainer(parts)`, timed as `Trainer.train(n)` calls of
+trainer itself (`build.make_runner(parts)`, timed as `Runner.train(n)` calls of
 steps_per_loop steps, as the Controller calls it):
 
   ours_spl100            what the trainer runs by default on one replica (input_mode=auto):
                          device-resident batches, 100 steps per call, compiled as
-                         `compile_plan.choose` decides (the whole loop as one XLA program for
+                         `execution.choose` decides (the whole loop as one XLA program for
                          the mlp; for a CNN on the CPU only the batch draw)
   ours_const_lr_spl100   the same with a constant learning rate (the schedule's cost)
   ours_accum4_spl100     the same with grad_accum_steps=4 (the cost of accumulation)
   ours_spl1              the same, 1 step per call
   ours_tfdata_spl{100,1} the trainer with input_mode=tf.data
   device_loop_xla_spl100 (models whose loop ours does not compile whole) the trainer with a
-                         forced CompilePlan: the whole loop one XLA program regardless
+                         forced Execution: the whole loop one XLA program regardless
   device_step_xla_spl100 device-resident batches, each step (draw included) its own XLA program
   orbit_spl100           Orbit's StandardTrainer pattern (tf.function + tf.range +
-                         strategy.run, no XLA, tf.data): the trainer with a forced CompilePlan
+                         strategy.run, no XLA, tf.data): the trainer with a forced Execution
   fit_spe{1,100}         keras Model.fit of the builder's model and optimizer, jit_compile=True,
                          steps_per_execution 1 / 100, the trainer's batches as a tf.data.Dataset
   limit_step_xla         one in-memory batch; tf.range loop calling a jit_compile'd step
@@ -37,10 +37,14 @@ import time
 import tensorflow as tf
 
 from benchmarks.harness import Variant, in_loops
-from trainer import build, data, loop, schedules
+from trainer.distribute import precision
+from trainer.step import build
+from trainer import data
+from trainer.step import loop
+from trainer import schedules
 from trainer import config as config_lib
-from trainer.compat import keras
-from trainer.compile_plan import CompilePlan
+from trainer.base.compat import keras
+from trainer.step.execution import Execution
 
 LOOP = 100  # steps_per_loop / steps_per_execution of the multi-step variants
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -48,12 +52,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZES = {"mlp": ("mlp", 64), "small_cnn": ("small_cnn", 128)}
 LIMITS = ("limit_step_xla", "limit_no_xla", "limit_loop_xla")
 
-# Forced compile choices. On one replica `compile_plan.choose` never compiles the gradients
+# Forced compile choices. On one replica `execution.choose` never compiles the gradients
 # apart, so the builder's learner has a plain-TF train_step and the plan alone decides what
 # XLA compiles.
-WHOLE_LOOP_XLA = CompilePlan(device_input=True, step=True, gradients=False, whole_loop=True,
+WHOLE_LOOP_XLA = Execution(device_input=True, step=True, gradients=False, whole_loop=True,
                              draw=False)
-TFDATA_NO_XLA = CompilePlan(device_input=False, step=False, gradients=False, whole_loop=False,
+TFDATA_NO_XLA = Execution(device_input=False, step=False, gradients=False, whole_loop=False,
                             draw=False)
 
 
@@ -76,24 +80,23 @@ class Bench:
   def parts(self, config=None, strategy=None, lr="schedule"):
     """The trainer's parts of `config` on `strategy`, built as `train_and_evaluate` builds them.
 
-    lr: 'schedule' (the plan's WarmupCosineDecay), 'constant' (the plan's peak LR) or
+    lr: 'schedule' (the plan's WarmupDecay), 'constant' (the plan's peak LR) or
     'counting' (the plan's schedule, counting its evaluations).
     """
-    config, strategy, info = config or self.config, strategy or self.one, self.info
-    plan = config_lib.resolve(config, info.num_train_examples, strategy.num_replicas_in_sync)
-    policy = build.precision_policy(config.mixed_precision, strategy)
+    config, strategy = config or self.config, strategy or self.one
+    spec = config_lib.resolve(config, strategy)
     schedule = None
     if lr == "constant":
-      schedule = plan.peak_lr
+      schedule = spec.plan.peak_lr
     elif lr == "counting":
-      schedule = counting_schedule(plan)
-    with build.global_policy(policy):
-      return build.build(config, strategy, info, plan, policy, schedule=schedule)
+      schedule = counting_schedule(spec.plan)
+    with precision.global_policy(spec.policy):
+      return build.build(spec, strategy, schedule=schedule)
 
   @functools.cached_property
   def default_plan(self):
-    """The CompilePlan the trainer chooses for this model on one replica."""
-    return self.parts().compile_plan
+    """The Execution the trainer chooses for this model on one replica."""
+    return self.parts().execution
 
   def _plain_dataset(self):
     """The trainer's train batches (one pipeline, one replica) as a plain tf.data.Dataset."""
@@ -114,16 +117,16 @@ class Bench:
   # -- variants -----------------------------------------------------------------------------
 
   def ours(self, spl, lr="schedule", input_mode="auto", forced_plan=None, grad_accum_steps=1):
-    """The trainer: `build.make_trainer` of the builder's parts, `Trainer.train` per call."""
+    """The trainer: `build.make_runner` of the builder's parts, `Runner.train` per call."""
     def make():
       parts = self.parts(config_lib.override(self.config, input_mode=input_mode,
                                              grad_accum_steps=grad_accum_steps), lr=lr)
       if forced_plan is not None:
-        parts = dataclasses.replace(parts, compile_plan=forced_plan)
+        parts = dataclasses.replace(parts, execution=forced_plan)
       if lr == "counting":
         self.ours_parts = parts
-      trainer = build.make_trainer(parts)
-      return in_loops(trainer.train, spl), 1  # train() returns after a host read
+      runner = build.make_runner(parts)
+      return in_loops(runner.train, spl), 1  # train() returns after a host read
     return make
 
   def device_step_xla(self, spl):
@@ -208,7 +211,7 @@ class Bench:
     ours_loop = [] if whole_loop else [Variant(
         "device_loop_xla_spl100", self.ours(LOOP, forced_plan=WHOLE_LOOP_XLA),
         "the trainer, device-resident, the whole loop one XLA program regardless of the "
-        "model (a forced CompilePlan)", LOOP)]
+        "model (a forced Execution)", LOOP)]
     return [
         Variant("ours_spl100", self.ours(LOOP, lr="counting"),
                 "the trainer's default on one replica: device-resident input, 100 steps per "
@@ -247,9 +250,9 @@ class Bench:
 
 
 def counting_schedule(plan):
-  """The plan's WarmupCosineDecay, counting its calls: at trace time, the evaluations per step."""
+  """The plan's WarmupDecay, counting its calls: at trace time, the evaluations per step."""
 
-  class Counting(schedules.WarmupCosineDecay):
+  class Counting(schedules.WarmupDecay):
     calls = 0
 
     def __call__(self, step):

@@ -108,9 +108,9 @@ def worst_spike(losses):
 
 
 def run_one(arm, seed, data_dir, settings, runs_dir, log):
-  from trainer import train
-  from trainer.errors import NonFiniteLossError
-  from trainer.summaries import read_scalars
+  from trainer.run import train
+  from trainer.base.errors import NonFiniteLossError
+  from trainer.run.summaries import read_scalars
   workdir = os.path.join(runs_dir, f"{arm}_seed{seed}")
   shutil.rmtree(workdir, ignore_errors=True)  # a fresh run, never a resume
   config = arm_config(arm, seed, data_dir, settings)

@@ -56,6 +56,14 @@ def get_config() -> ml_collections.ConfigDict:
   c.schedule.warmup_fraction = 0.1  # of total_steps
   c.schedule.warmup_epochs = 0.0
   c.schedule.hold = 0  # global steps at the peak
+  # The decay after warmup and hold: cosine | linear | constant | rsqrt (or a shape registered
+  # with trainer.schedules.register_decay). constant + a cooldown is warmup-stable-decay.
+  c.schedule.decay = "cosine"
+  c.schedule.cooldown_steps = 0  # the last steps, cooled down to final_lr; if 0, the two below
+  c.schedule.cooldown_fraction = 0.0  # of total_steps
+  c.schedule.cooldown_epochs = 0.0
+  c.schedule.cooldown_shape = "linear"  # linear | cosine | 1-sqrt
+  c.schedule.rsqrt_timescale = 0  # rsqrt's tau in steps; 0 = the warmup length (1 without)
   c.schedule.start_lr = 0.0
   c.schedule.target_lr = 3e-3  # peak LR at base_batch_size (or as is when base_batch_size=0)
   c.schedule.final_lr = 0.0

@@ -175,7 +175,7 @@ def data_dir(tmp_path_factory):
 def runs(data_dir, tmp_path_factory):
   """`full`: the whole checkpointed run; `partial`: the same run as if it had died after its
   step-16 save (checkpoints 4, 8, 12, 16). Do not change them: copy them (`partial`)."""
-  from trainer import train  # pylint: disable=g-import-not-at-top
+  from trainer.run import train  # pylint: disable=g-import-not-at-top
   base = tmp_path_factory.mktemp("runs")
   full, partial_run = str(base / "full"), str(base / "partial")
   train.train_and_evaluate(checkpointed_run(data_dir), full, cpu())
@@ -243,5 +243,41 @@ def assert_same_weights(a, b):
 
 def restore_only(workdir):
   """The checkpoint `restore_latest` picks (reads and verifies; restores nothing)."""
-  from trainer import checkpoints  # pylint: disable=g-import-not-at-top
+  from trainer.run import checkpoints  # pylint: disable=g-import-not-at-top
   return checkpoints.Checkpointer(workdir, cpu(), 3).restore_latest()
+
+
+# The set-up and builder APIs as the tests use them.
+
+
+def plan_of(config, num_train_examples, num_replicas):
+  """The Plan of `config`, its fields and schedule checked as trainer.config.resolve does."""
+  from trainer import config as config_lib  # pylint: disable=g-import-not-at-top
+  config_lib.check_fields(config)
+  plan = config_lib.plan_run(config, num_train_examples, num_replicas)
+  plan.schedule_args()
+  return plan
+
+
+def spec_of(config, strategy, policy=None, info=None):
+  """`trainer.config.resolve(config, strategy)`, optionally under another dtype policy, or
+  around a DatasetInfo `info` the test already has (not opened again)."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  from trainer import config as config_lib  # pylint: disable=g-import-not-at-top
+  if info is None:
+    spec = config_lib.resolve(config, strategy)
+  else:
+    # pylint: disable=g-import-not-at-top
+    from trainer import models, schedules
+    from trainer import task as task_lib
+    plan = plan_of(config, info.num_train_examples, strategy.num_replicas_in_sync)
+    spec = config_lib.RunSpec(config, info, plan, "float32", task_lib.get_task(config.task),
+                              models.lookup(config.model),
+                              schedules.WarmupDecay(**plan.schedule_kwargs()))
+  return dataclasses.replace(spec, policy=policy) if policy else spec
+
+
+def build_parts(config, strategy, policy=None, info=None, **kwargs):
+  """The builder's parts of `config` on `strategy` (call under its global_policy)."""
+  from trainer.step import build  # pylint: disable=g-import-not-at-top
+  return build.build(spec_of(config, strategy, policy, info), strategy, **kwargs)

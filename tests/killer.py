@@ -123,7 +123,7 @@ def _install(hook):
   # pylint: disable=g-import-not-at-top
   import tensorflow as tf
   from tensorflow.python.checkpoint import checkpoint_management
-  from trainer import hooks
+  from trainer.base import testpoints
   # pylint: enable=g-import-not-at-top
 
   count = [0]
@@ -145,8 +145,8 @@ def _install(hook):
       strike()
 
   event = hook["event"]
-  if event in hooks.POINTS:  # the trainer's own named points
-    hooks.install(event, lambda name, position: act(position))
+  if event in testpoints.POINTS:  # the trainer's own named points
+    testpoints.install(event, lambda name, position: act(position))
     return
 
   # Inside TF's CheckpointManager.save: the state-file commit and the old-checkpoint sweep.

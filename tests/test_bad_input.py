@@ -13,11 +13,12 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO, cpu, default_config, main_env
+from tests.conftest import plan_of, REPO, cpu, default_config, main_env
 from tests.killer import tree
 from trainer import config as config_lib
-from trainer import data, train
-from trainer import lock as lock_lib
+from trainer import data
+from trainer.run import train
+from trainer.rundir import lock as lock_lib
 
 _TF_CONFIG_OK_SHAPE = {"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker",
                                                                          "index": 3}}
@@ -26,7 +27,8 @@ _TF_CONFIG_OK_SHAPE = {"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": 
 #  "error: ", options: workdir = new (missing), existing (a run's files before its first
 #  checkpoint), file, proc, locked, train_file / eval_file / checkpoints_file (that entry a
 #  file), state_dir (checkpoints/checkpoint a directory), held (the test process holds its
-#  lock), no_config (a run's real checkpoints without its config.json); env = environment
+#  lock), no_config (a run's real checkpoints without its config.json), finished (a 2-step
+#  run that reached its end); env = environment
 #  changes). Messages may name {workdir}, {pid} (the test process) and the config files
 #  {raises}, {partial}, {notcfg}, {noget}, and flags {afile}.
 CASES = [
@@ -105,9 +107,10 @@ CASES = [
     ("resume with another seed", ["--config.seed=7"],
      "seed: cannot resume {workdir} under a different config: seed 0 -> 7",
      {"workdir": "existing"}),
+    # A warmup given as a fraction of the run moves with total_steps: the past changes.
     ("resume with a longer run", ["--config.total_steps=900"],
-     "total_steps: cannot resume {workdir} under a different config: total_steps 600 -> 900",
-     {"workdir": "existing"}),
+     "total_steps: cannot resume {workdir} at step 2 with this schedule (total_steps 2 -> 900",
+     {"workdir": "finished"}),
     ("resume with another model", ["--config.model=mlp"], "model: cannot resume",
      {"workdir": "existing"}),
     # Issue 13, case 7: user mistakes that were tracebacks.
@@ -184,9 +187,9 @@ def _workdir(kind, base, name):
     path = base / name
     shutil.copytree(base / "template", path)
     return str(path)
-  if kind == "no_config":
+  if kind in ("no_config", "finished"):
     path = base / name
-    shutil.copytree(base / "checkpointed", path)
+    shutil.copytree(base / ("checkpointed" if kind == "no_config" else "finished"), path)
     return str(path)
   if kind in ("train_file", "eval_file", "checkpoints_file", "state_dir"):
     path = base / name
@@ -202,11 +205,15 @@ def _workdir(kind, base, name):
   return str(base / name)
 
 
-def _checkpointed(path, data_dir):
-  """A real run's workdir with checkpoints (the default model) and no config.json."""
-  config = default_config(data_dir=data_dir, total_steps=2, steps_per_loop=2, eval_every=0,
-                          **{"schedule.warmup_fraction": 0.0, "schedule.warmup_steps": 1})
+def _finished(path, data_dir):
+  """A real run's workdir (the default model, 2 steps, the default warmup_fraction)."""
+  config = default_config(data_dir=data_dir, total_steps=2, steps_per_loop=2, eval_every=0)
   train.train_and_evaluate(config, path, cpu())
+
+
+def _checkpointed(path, finished):
+  """A real run's workdir with checkpoints and no config.json."""
+  shutil.copytree(finished, path)
   os.remove(os.path.join(path, "config.json"))
 
 
@@ -216,7 +223,7 @@ def _template(path, data_dir):
   os.makedirs(os.path.join(path, "checkpoints"))
   os.makedirs(os.path.join(path, "train"))
   with open(os.path.join(path, "config.json"), "w") as f:
-    f.write(config_lib.to_json(config, config_lib.resolve(config, 1437, 1)))
+    f.write(config_lib.to_json(config, plan_of(config, 1437, 1)))
   with open(os.path.join(path, "schedule.png"), "wb") as f:
     f.write(b"\x89PNG\r\n\x1a\n" + os.urandom(64))
   with open(os.path.join(path, "train", "events.out.tfevents.1.host"), "wb") as f:
@@ -231,7 +238,8 @@ def matrix(tmp_path_factory):
   os.makedirs(empty)
   _template(str(base / "template"), data_dir)
   data.get_dataset_info("digits", data_dir)  # prepare the digits once, not in every case
-  _checkpointed(str(base / "checkpointed"), data_dir)
+  _finished(str(base / "finished"), data_dir)
+  _checkpointed(str(base / "checkpointed"), str(base / "finished"))
   files = {"afile": str(base / "a-file")}
   (base / "a-file").write_text("not a directory")
   for key, text in CONFIG_FILES.items():

@@ -64,6 +64,7 @@ def _positive(x):
   return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
 
 
+@pytest.mark.slow  # the benchmarks' quick runs: the slow tier
 def test_throughput_measures_every_variant_and_reports_ratios_and_targets(quick_runs):
   out_dir, stdout = quick_runs["benchmarks.throughput"]
   results = json.loads((out_dir / "throughput.json").read_text())
@@ -88,6 +89,7 @@ def test_throughput_measures_every_variant_and_reports_ratios_and_targets(quick_
   assert "| `ours_spl100` |" in markdown and "| mlp | ours_vs_limit |" in markdown
 
 
+@pytest.mark.slow  # the benchmarks' quick runs: the slow tier
 def test_throughput_replicas_train_to_the_same_weights(quick_runs):
   out_dir, _ = quick_runs["benchmarks.throughput"]
   scaling = json.loads((out_dir / "throughput.json").read_text())["scaling"]["mlp"]
@@ -105,6 +107,7 @@ def test_throughput_replicas_train_to_the_same_weights(quick_runs):
   assert row["bound"] == "<= 1.3" and row["pass"] == (row["value"] <= 1.3)
 
 
+@pytest.mark.slow  # the benchmarks' quick runs: the slow tier
 def test_seed_suite_measures_every_variant_in_its_own_process(quick_runs):
   out_dir, stdout = quick_runs["suites"]
   results = json.loads((out_dir / "throughput.json").read_text())
@@ -119,7 +122,7 @@ def test_seed_suite_measures_every_variant_in_its_own_process(quick_runs):
   for name in ("fit_schedule", "fit_callback", "fit_spe"):  # the guide's: jit_compile=True
     assert "XLA program" in m["variants"][name]["xla"], name
   assert m["variants"]["fit_spe_nojit"]["xla"].startswith("nothing")
-  assert m["variants"]["ours"]["xla"].startswith("input device")  # the trainer's CompilePlan
+  assert m["variants"]["ours"]["xla"].startswith("input device")  # the trainer's Execution
   assert m["best_guide_fit"] in seed_recipe.GUIDE
   assert set(m["ratios"]) == {"ours_vs_best_guide_fit", "ours_vs_best_fit",
                               "fit_spe_jit_vs_nojit"}
@@ -129,6 +132,7 @@ def test_seed_suite_measures_every_variant_in_its_own_process(quick_runs):
   assert "ours / best guide fit" in markdown and "fit_schedule" in stdout
 
 
+@pytest.mark.slow  # the benchmarks' quick runs: the slow tier
 def test_pipeline_suite_measures_every_way_and_the_cores_to_feed(quick_runs):
   out_dir, stdout = quick_runs["suites"]
   p = json.loads((out_dir / "throughput.json").read_text())["pipeline"]
@@ -160,6 +164,7 @@ def test_throughput_refuses_an_unknown_suite(tmp_path):
 ARMS = {"warmup", "no_warmup", "warmup_accum", "no_warmup_accum"}
 
 
+@pytest.mark.slow  # the benchmarks' quick runs: the slow tier
 def test_warmup_experiment_writes_plot_and_table_with_both_arms(quick_runs):
   out_dir, stdout = quick_runs["benchmarks.warmup_experiment"]
   png = out_dir / "warmup_experiment.png"

@@ -1,5 +1,5 @@
-"""trainer.build: the public builder (parts of a run from a config and a strategy, and the
-Trainer made from them), its precision policy and optimizer, and what it refuses."""
+"""trainer.step.build: the public builder (parts of a run from a RunSpec and a strategy, and
+the Runner made from them), its precision policy and optimizer, and what it refuses."""
 
 import math
 
@@ -7,19 +7,19 @@ import numpy as np
 import pytest
 
 from tests.conftest import cpu, mirrored, small_run
-from trainer import build, data, train
+from trainer.distribute import precision
+from trainer.step import build
+from trainer.run import train
 from trainer import config as config_lib
 from trainer import task as task_lib
-from trainer.compat import LEGACY_KERAS, keras
-from trainer.errors import ConfigError
+from trainer.base.compat import LEGACY_KERAS, keras
+from trainer.base.errors import ConfigError
 
 
 def _parts(config, strategy):
-  info = data.get_dataset_info(config.dataset, config.data_dir)
-  plan = config_lib.resolve(config, info.num_train_examples, strategy.num_replicas_in_sync)
-  policy = build.precision_policy(config.mixed_precision, strategy)
-  with build.global_policy(policy):
-    return build.build(config, strategy, info, plan, policy)
+  spec = config_lib.resolve(config, strategy)
+  with precision.global_policy(spec.policy):
+    return build.build(spec, strategy)
 
 
 def test_device_input_mode_refuses_a_split_that_cannot_live_on_the_device(data_dir, tmp_path):
@@ -34,13 +34,13 @@ def test_every_strategy_starts_from_the_same_weights_and_a_trainer_trains(data_d
   one, two = _parts(config, cpu()), _parts(config, mirrored(2))
   assert one.model is one.learner.model and one.optimizer is one.learner.optimizer
   assert isinstance(one.task, task_lib.Classification) and one.learner.task is one.task
-  assert one.compile_plan.device_input and not one.compile_plan.replica_update
+  assert one.execution.device_input and not one.execution.replica_update
   # Mirrored: device-resident with per-replica updates under Keras 3, tf.data under tf_keras.
-  assert two.compile_plan.device_input == two.compile_plan.replica_update == (not LEGACY_KERAS)
+  assert two.execution.device_input == two.execution.replica_update == (not LEGACY_KERAS)
   for a, b in zip(one.model.get_weights(), two.model.get_weights()):
     np.testing.assert_array_equal(a, b)  # seeded with config.seed before building
   for parts in (one, two):
-    trainer = build.make_trainer(parts, start_step=0)
+    trainer = build.make_runner(parts, start_step=0)
     metrics = trainer.train(4)
     assert trainer.global_step() == 4 and math.isfinite(metrics["loss"])
     assert set(trainer.evaluate()) == {"loss", "accuracy"}
@@ -49,13 +49,13 @@ def test_every_strategy_starts_from_the_same_weights_and_a_trainer_trains(data_d
 @pytest.mark.parametrize("name,policy", [("float32", "float32"), ("bfloat16", "mixed_bfloat16"),
                                          ("mixed_float16", "mixed_float16"), ("auto", "float32")])
 def test_precision_policy(name, policy):
-  assert build.precision_policy(name, cpu()) == policy  # auto: float32 on a CPU-only host
+  assert precision.precision_policy(name, cpu()) == policy  # auto: float32 on a CPU-only host
 
 
 def test_global_policy_is_set_for_the_block_only():
   before = keras.mixed_precision.global_policy().name
   with pytest.raises(RuntimeError):
-    with build.global_policy("mixed_bfloat16"):
+    with precision.global_policy("mixed_bfloat16"):
       assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
       raise RuntimeError()
   assert keras.mixed_precision.global_policy().name == before

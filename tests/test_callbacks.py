@@ -7,9 +7,9 @@ import pytest
 import tensorflow as tf
 
 from trainer import schedules
-from trainer.callbacks import WarmupCosineDecayCallback
-from trainer.compat import LEGACY_KERAS, keras
-from trainer.errors import ConfigError
+from trainer.schedules.callbacks import WarmupCosineDecayCallback
+from trainer.base.compat import LEGACY_KERAS, keras
+from trainer.base.errors import ConfigError
 
 needs_accumulation = pytest.mark.skipif(
     LEGACY_KERAS, reason="tf_keras optimizers have no gradient_accumulation_steps")

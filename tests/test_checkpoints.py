@@ -12,11 +12,12 @@ import signal
 import pytest
 import tensorflow as tf
 
-from tests.conftest import (REPO, assert_same_weights, checkpointed_flags, checkpointed_run,
+from tests.conftest import (build_parts, REPO, assert_same_weights, checkpointed_flags, checkpointed_run,
                             ckpt_dir, cpu, restore_only, run_main)
 from tests.killer import tree
-from trainer import train
-from trainer.errors import CheckpointError, ConfigError
+from trainer.distribute import precision
+from trainer.run import train
+from trainer.base.errors import CheckpointError, ConfigError
 
 # A damaged latest checkpoint.
 
@@ -204,7 +205,7 @@ def test_a_full_disk_at_the_commit_says_which_checkpoint_is_latest_and_is_cleane
 
 def test_a_directory_in_place_of_the_state_file_mid_run_is_reported_truthfully(
     partial, data_dir):
-  from trainer import hooks  # pylint: disable=g-import-not-at-top
+  from trainer.base import testpoints  # pylint: disable=g-import-not-at-top
   state = os.path.join(ckpt_dir(partial), "checkpoint")
 
   def replace_state_file(name, position):  # after the restore, before the first save
@@ -212,12 +213,12 @@ def test_a_directory_in_place_of_the_state_file_mid_run_is_reported_truthfully(
       os.remove(state)
       os.mkdir(state)
 
-  hooks.install("loop", replace_state_file)
+  testpoints.install("loop", replace_state_file)
   try:
     with pytest.raises(CheckpointError) as info:
       train.train_and_evaluate(checkpointed_run(data_dir), partial, cpu())
   finally:
-    hooks.clear()
+    testpoints.clear()
   message = str(info.value)
   # Not "still none": ckpt-16 was restored a moment ago and is intact.
   assert f"the latest checkpoint is still {os.path.join(ckpt_dir(partial), 'ckpt-16')}" in (
@@ -264,15 +265,12 @@ def test_unreadable_checkpoints_without_a_state_file_stop_the_run(partial):
 
 
 def test_a_checkpoint_of_another_model_is_one_line_naming_the_model(partial):
-  from trainer import build, data  # pylint: disable=g-import-not-at-top
-  from trainer import config as config_lib  # pylint: disable=g-import-not-at-top
-  from trainer import checkpoints  # pylint: disable=g-import-not-at-top
+  from trainer.run import checkpoints  # pylint: disable=g-import-not-at-top
   from tests.conftest import default_config  # pylint: disable=g-import-not-at-top
-  config = default_config(model="small_cnn", data_dir=os.path.dirname(partial))
-  info = data.get_dataset_info("synthetic")
-  plan = config_lib.resolve(config, info.num_train_examples, 1)
-  with build.global_policy("float32"):
-    parts = build.build(config, cpu(), info, plan, "float32")
+  config = default_config(model="small_cnn", dataset="synthetic",
+                          data_dir=os.path.dirname(partial))
+  with precision.global_policy("float32"):
+    parts = build_parts(config, cpu(), "float32")
   ckpt = checkpoints.Checkpointer(partial, cpu(), 3, model=parts.model,
                                   optimizer=parts.optimizer)
   with pytest.raises(ConfigError) as info:

@@ -12,7 +12,7 @@ import pytest
 from absl import logging
 
 from tests.conftest import main_env
-from trainer import console
+from trainer.run import console
 
 
 class _Clock:

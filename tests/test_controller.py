@@ -11,9 +11,10 @@ from hypothesis import strategies as st
 
 from tests.conftest import checkpointed_run, ckpt_dir, cpu, restore_only, small_run, tensors
 from tests.killer import tree
-from trainer import task, train
-from trainer.controller import Cadence, Controller, crossed
-from trainer.errors import NonFiniteLossError, Preempted
+from trainer import task
+from trainer.run import train
+from trainer.run.controller import Cadence, Controller, crossed
+from trainer.base.errors import CheckpointError, NonFiniteLossError, Preempted
 
 # Cadence.next_stop and crossed.
 
@@ -132,12 +133,28 @@ class FakeWatcher:
     return self.at is not None and self.trainer.step >= self.at
 
 
-def _controller(cadence, start=0, bad=None, preempt_at=None):
+def _controller(cadence, start=0, bad=None, preempt_at=None, guard=None):
   trainer = FakeTrainer(start, bad)
   ckpt, writer = FakeCheckpointer(), FakeSummaries()
   controller = Controller(cadence, trainer, ckpt, writer, FakeWatcher(trainer, preempt_at),
-                          learning_rate=lambda step: 0.001 * step, global_batch_size=32)
+                          learning_rate=lambda step: 0.001 * step, global_batch_size=32,
+                          guard=guard)
   return controller, trainer, ckpt, writer
+
+
+def test_a_run_that_lost_its_workdir_writes_nothing_more():
+  """The guard (the lock's check: a gs:// lease taken over) runs before every write."""
+  lost = []
+
+  def guard():
+    if any(lost):
+      raise CheckpointError("workdir: lost")
+
+  controller, trainer, ckpt, writer = _controller(Cadence(24, 4, 8, 8), guard=guard)
+  trainer.train = lambda n, f=trainer.train: (lost.append(trainer.step >= 8), f(n))[1]
+  with pytest.raises(CheckpointError):
+    controller.run()
+  assert ckpt.saves == [8] and writer.steps("train") == [4, 8] and writer.steps("eval") == [8]
 
 
 def test_run_saves_at_crossed_multiples_and_at_the_end():

@@ -7,7 +7,7 @@ import tensorflow as tf
 from tests.conftest import take
 from trainer import data
 from trainer.data import custom
-from trainer.errors import ConfigError
+from trainer.base.errors import ConfigError
 
 
 @pytest.fixture

@@ -15,10 +15,11 @@ from PIL import Image
 import pytest
 
 from tests.conftest import eval_arrays, model_weights, one_line_error, run_main, take
-from trainer import data, summaries
+from trainer import data
+from trainer.run import summaries
 from trainer.data import folder
 from trainer.data import info as info_lib
-from trainer.errors import ConfigError
+from trainer.base.errors import ConfigError
 
 COLOURS = {"blue": (0, 0, 255), "green": (0, 255, 0), "red": (255, 0, 0)}  # sorted: labels 0..2
 

@@ -10,7 +10,7 @@ import tensorflow_datasets as tfds
 from tests.conftest import take
 from trainer import data
 from trainer.data import info as info_lib
-from trainer.errors import ConfigError
+from trainer.base.errors import ConfigError
 
 
 def test_digits_is_a_prepared_tfds_dataset(digits_dir, one):

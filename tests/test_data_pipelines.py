@@ -10,13 +10,12 @@ import pytest
 import tensorflow as tf
 
 from tests import tfds_mock
-from tests.conftest import default_config, eval_arrays, take
-from trainer import config as config_lib
+from tests.conftest import plan_of, default_config, eval_arrays, take
 from trainer import data
 from trainer.data import in_memory
 from trainer.data import info as info_lib
 from trainer.data import streaming
-from trainer.errors import ConfigError
+from trainer.base.errors import ConfigError
 
 
 def test_eval_covers_every_example_once_in_order_with_zero_padding(digits, two):
@@ -94,7 +93,7 @@ def test_batch_not_divisible_by_replicas_is_a_config_error(digits_dir, two):
   config = default_config(data_dir=str(digits_dir), global_batch_size=127)
   info = data.get_dataset_info(config.dataset, config.data_dir)
   with pytest.raises(ConfigError, match=r"^global_batch_size: 127 .* 2 replicas"):
-    config_lib.resolve(config, info.num_train_examples, two.num_replicas_in_sync)
+    plan_of(config, info.num_train_examples, two.num_replicas_in_sync)
 
 
 @pytest.mark.parametrize("bad", [-1, 1.5, True])

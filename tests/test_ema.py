@@ -13,12 +13,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import (assert_same_weights, checkpointed_run, ckpt_dir, cpu, mirrored,
+from tests.conftest import (build_parts, assert_same_weights, checkpointed_run, ckpt_dir, cpu, mirrored,
                             one_line_error, saved, small_run)
-from trainer import build, data, train
+from trainer.distribute import precision
+from trainer.step import build
+from trainer.run import train
 from trainer import config as config_lib
-from trainer.compat import keras
-from trainer.errors import ConfigError
+from trainer.base.compat import keras
+from trainer.base.errors import ConfigError
 
 
 def bn_mlp(input_shape, num_outputs):
@@ -31,13 +33,11 @@ def bn_mlp(input_shape, num_outputs):
 
 
 def _parts(config, strategy):
-  info = data.get_dataset_info(config.dataset, config.data_dir)
-  plan = config_lib.resolve(config, info.num_train_examples, strategy.num_replicas_in_sync)
-  return build.build(config, strategy, info, plan, "float32")
+  return build_parts(config, strategy, "float32")
 
 
 def _averaged_values(parts):
-  from trainer import ema  # pylint: disable=g-import-not-at-top
+  from trainer.step import ema  # pylint: disable=g-import-not-at-top
   return [np.array(v) for v in ema.averaged_variables(parts.model)]
 
 
@@ -45,9 +45,9 @@ def _averaged_values(parts):
 def test_the_average_is_the_numpy_recurrence_over_the_per_step_weights(data_dir, warmup):
   config = small_run(data_dir, model="tests.test_ema:bn_mlp", ema_decay=0.9,
                      ema_warmup=warmup)
-  with build.global_policy("float32"):
+  with precision.global_policy("float32"):
     parts = _parts(config, cpu())
-    trainer = build.make_trainer(parts)
+    trainer = build.make_runner(parts)
     expected = _averaged_values(parts)  # the average starts at the initial weights
     assert len(expected) == 8  # 2 kernels, 2 biases, gamma, beta, BN moving mean, variance
     for t in range(1, 9):
@@ -64,9 +64,9 @@ def test_one_and_four_replicas_hold_the_same_average(data_dir):
   averages = {}
   for n, strategy in ((1, cpu()), (4, mirrored(4))):
     config = small_run(data_dir, model="mlp", ema_decay=0.9, global_batch_size=32)
-    with build.global_policy("float32"):
+    with precision.global_policy("float32"):
       parts = _parts(config, strategy)
-      build.make_trainer(parts).train(12)
+      build.make_runner(parts).train(12)
       averages[n] = [np.array(v.read_value()) for v in parts.learner.ema.averages]
   for a, b in zip(averages[1], averages[4]):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
@@ -74,9 +74,9 @@ def test_one_and_four_replicas_hold_the_same_average(data_dir):
 
 def test_eval_reports_both_and_the_swap_back_is_exact(data_dir):
   config = small_run(data_dir, model="mlp", ema_decay=0.9)
-  with build.global_policy("float32"):
+  with precision.global_policy("float32"):
     parts = _parts(config, cpu())
-    trainer = build.make_trainer(parts)
+    trainer = build.make_runner(parts)
     trainer.train(8)
     before = [np.array(v) for v in parts.model.weights]
     metrics = trainer.evaluate()
@@ -132,5 +132,5 @@ def test_turning_the_average_on_for_a_run_without_one_is_refused(data_dir, tmp_p
 @pytest.mark.parametrize("value", [1.0, -0.1])
 def test_a_bad_decay_is_one_line(data_dir, value):
   with pytest.raises(ConfigError) as e:
-    config_lib.check(small_run(data_dir, ema_decay=value))
+    config_lib.check_fields(small_run(data_dir, ema_decay=value))
   one_line_error(e, "ema_decay", "[0, 1)")

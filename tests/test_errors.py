@@ -2,8 +2,8 @@
 
 import pytest
 
-from trainer import errors
-from trainer.errors import (CheckpointError, ConfigError, Interrupted, NonFiniteLossError,
+from trainer.base import errors
+from trainer.base.errors import (CheckpointError, ConfigError, Interrupted, NonFiniteLossError,
                             Preempted, TrainerError)
 
 

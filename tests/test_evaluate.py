@@ -15,10 +15,11 @@ import pytest
 
 from tests.conftest import REPO, cpu, main_env
 from tests.test_export import finished_run, regression_run  # noqa: F401  (session fixtures)
-from trainer import console, evaluate
-from trainer import export as export_lib
-from trainer.errors import CheckpointError, ConfigError
-from trainer.summaries import read_scalars
+from trainer.run import console
+from trainer import evaluate
+from trainer.run import export as export_lib
+from trainer.base.errors import CheckpointError, ConfigError
+from trainer.run.summaries import read_scalars
 
 
 def snapshot(directory):
@@ -85,9 +86,10 @@ def test_an_unreadable_checkpoint_is_a_checkpoint_error(finished_run, tmp_path):
     evaluate.evaluate_checkpoint(workdir, 16, strategy=cpu())
 
 
-def test_export_names_match_trainer_export():
-  assert (evaluate.EXPORT_DIR, evaluate.MANIFEST) == (export_lib.EXPORT_DIR,
-                                                        export_lib.MANIFEST)
+def test_export_names_are_the_run_directorys_own():
+  from trainer.rundir import layout  # pylint: disable=g-import-not-at-top
+  assert (export_lib.EXPORT_DIR, export_lib.MANIFEST) == (layout.EXPORT, layout.MANIFEST)
+  assert export_lib.export_dir("w") == os.path.join("w", layout.EXPORT)
 
 
 def test_a_task_that_cannot_undo_its_serving_outputs_is_refused(finished_run,  # noqa: F811
@@ -191,7 +193,7 @@ def test_remote_workdirs_go_through_tf_filesystems(finished_run):  # noqa: F811
   # TF's checkpoint reader does not open the ram:// copies made here: the export only.
   assert evaluate.evaluate_export(remote)["accuracy"] == result["accuracy"]
   with pytest.raises(ConfigError, match="no checkpoint of step 9"):
-    evaluate.check(remote, 9)
+    evaluate.record.require_checkpoint(remote, 9)
   with pytest.raises(ConfigError, match="no such directory"):
-    evaluate.check("ram://trainer_test_evaluate/nope")
+    evaluate.record.read_run("ram://trainer_test_evaluate/nope")
   assert not os.path.exists("ram:")

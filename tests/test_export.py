@@ -18,9 +18,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import cpu, main_env, mirrored, small_run
-from trainer import data, evaluate, export, models, schedules, train
-from trainer.compat import LEGACY_KERAS, keras
+from tests.conftest import build_parts, cpu, main_env, mirrored, small_run
+from trainer.distribute import precision
+from trainer import data
+from trainer import evaluate
+from trainer.run import export
+from trainer import models
+from trainer import schedules
+from trainer.run import train
+from trainer.base.compat import LEGACY_KERAS, keras, unwrap_optimizer
 from trainer.data import augment
 
 # A run of 24 steps whose final learning rate is not 0, so a fit after it moves the weights.
@@ -152,14 +158,14 @@ def test_fit_on_model_keras_continues_the_schedule_at_its_global_step(finished_r
   model = keras.models.load_model(str(tmp_path / "export" / "model.keras"))
   assert int(model.optimizer.iterations.numpy()) == 8
   # pylint: disable-next=protected-access  (both Keras keep the schedule there)
-  assert isinstance(export.unwrap(model.optimizer)._learning_rate, schedules.WarmupCosineDecay)
+  assert isinstance(unwrap_optimizer(model.optimizer)._learning_rate, schedules.WarmupDecay)
   images, labels = eval_split(workdir)
   before = [w.copy() for w in model.get_weights()]
   seen = applied_learning_rates(model, augment.to_float(images).numpy(), labels, 6)
   kwargs = parts.plan.schedule_kwargs()
   assert [s for s, _ in seen] == list(range(8, 14))
   np.testing.assert_allclose([lr for _, lr in seen],
-                             [schedules.lr_warmup_cosine_decay(s, **kwargs) for s in range(8, 14)],
+                             [schedules.learning_rate(s, **kwargs) for s in range(8, 14)],
                              rtol=1e-6)
   assert len({lr for _, lr in seen}) == 6  # on the cosine: a different rate every step
   assert int(model.optimizer.iterations.numpy()) == 14
@@ -219,8 +225,8 @@ print(json.dumps({{"step": step, "after": int(model.optimizer.iterations.numpy()
   assert report["step"] == 24 and report["after"] == 27
   assert report["without_import"] == "refused"  # loudly, not silently without its optimizer
   # What `import trainer.schedules` brings with it; nothing that builds or trains.
-  assert set(report["trainer_modules"]) <= {"trainer", "trainer.schedules", "trainer.compat",
-                                            "trainer.validate", "trainer.errors"}
+  assert set(report["trainer_modules"]) <= {"trainer", "trainer.schedules", "trainer.base.compat",
+                                            "trainer.base.validate", "trainer.base.errors"}
   out = np.load(tmp_path / "out.npz")
   expected = trainer_outputs(workdir)
   np.testing.assert_allclose(out["logits"], expected, rtol=1e-5, atol=1e-6)
@@ -416,21 +422,18 @@ def test_a_model_that_cannot_be_saved_costs_one_warning_not_the_run(data_dir, tm
 
 def test_mixed_float16_exports_the_unwrapped_optimizer(data_dir, tmp_path):
   """The run's LossScaleOptimizer is unwrapped; the export keeps the schedule and the step."""
-  from trainer import build  # pylint: disable=g-import-not-at-top
-  from trainer import config as config_lib  # pylint: disable=g-import-not-at-top
   config = small_run(data_dir, model="mlp", mixed_precision="mixed_float16")
-  info = data.get_dataset_info(config.dataset, config.data_dir)
-  plan = config_lib.resolve(config, info.num_train_examples, 1)
-  with build.global_policy("mixed_float16"):
-    parts = build.build(config, cpu(), info, plan, "mixed_float16")
-  assert export.unwrap(parts.optimizer) is not parts.optimizer
+  with precision.global_policy("mixed_float16"):
+    parts = build_parts(config, cpu())
+  assert parts.policy == "mixed_float16"
+  assert unwrap_optimizer(parts.optimizer) is not parts.optimizer
   parts.optimizer.iterations.assign(5)
   manifest = export.write(parts, str(tmp_path))
   assert manifest["written"] == ["model.keras", "serving"]
   model = keras.models.load_model(str(tmp_path / "export" / "model.keras"))
   assert int(model.optimizer.iterations.numpy()) == 5
   # pylint: disable-next=protected-access
-  assert isinstance(export.unwrap(model.optimizer)._learning_rate, schedules.WarmupCosineDecay)
+  assert isinstance(unwrap_optimizer(model.optimizer)._learning_rate, schedules.WarmupDecay)
 
 
 def test_every_replica_takes_part_and_the_copy_holds_plain_variables(data_dir, tmp_path):

@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from tests.conftest import REPO, assert_same_weights, checkpointed_flags, ckpt_dir, main_env
-from trainer import summaries
+from trainer.run import summaries
 
 
 def logged(workdir, split):

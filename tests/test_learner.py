@@ -8,10 +8,11 @@ replicas; a global batch the micro-batches do not divide is one line.
 import numpy as np
 import pytest
 
-from tests.conftest import cpu, iterations, mirrored, model_weights, one_line_error, small_run
-from trainer import summaries, train
+from tests.conftest import plan_of, cpu, iterations, mirrored, model_weights, one_line_error, small_run
+from trainer.run import summaries
+from trainer.run import train
 from trainer import config as config_lib
-from trainer.errors import ConfigError
+from trainer.base.errors import ConfigError
 
 RUN = {"model": "mlp", "total_steps": 8, "steps_per_loop": 1, "eval_every": 0,
        "checkpoint_every": 0, "global_batch_size": 32}
@@ -39,7 +40,7 @@ def test_four_micro_batches_train_like_one_batch_with_the_same_schedule(data_dir
 
 def test_the_plan_counts_micro_batches_per_replica():
   config = small_run("", grad_accum_steps=4, global_batch_size=64)
-  plan = config_lib.resolve(config, 1000, 2)
+  plan = plan_of(config, 1000, 2)
   assert (plan.per_replica_batch_size, plan.grad_accum_steps, plan.micro_batch_size) == (32, 4, 8)
   assert plan.steps_per_epoch == 1000 // 64  # an epoch is still counted in updates
 
@@ -47,11 +48,11 @@ def test_the_plan_counts_micro_batches_per_replica():
 @pytest.mark.parametrize("k,replicas", [(3, 1), (3, 2), (64, 2)])
 def test_micro_batches_that_do_not_divide_the_replica_batch_are_one_line(k, replicas):
   with pytest.raises(ConfigError) as e:
-    config_lib.resolve(small_run("", grad_accum_steps=k, global_batch_size=32), 1000, replicas)
+    plan_of(small_run("", grad_accum_steps=k, global_batch_size=32), 1000, replicas)
   one_line_error(e, "grad_accum_steps", f"{32 // replicas} examples per replica")
 
 
 def test_grad_accum_steps_must_be_a_positive_integer():
   with pytest.raises(ConfigError) as e:
-    config_lib.check(small_run("", grad_accum_steps=0))
+    config_lib.check_fields(small_run("", grad_accum_steps=0))
   one_line_error(e, "grad_accum_steps")

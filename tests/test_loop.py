@@ -7,8 +7,9 @@ The learning rate still moves inside a host call of many steps, and the device-r
 import numpy as np
 import pytest
 
-from tests.conftest import cpu, model_weights, small_run
-from trainer import train
+from tests.conftest import spec_of, cpu, model_weights, small_run
+from trainer.distribute import precision
+from trainer.run import train
 
 
 def test_steps_per_loop_does_not_freeze_the_learning_rate(data_dir, tmp_path):
@@ -48,15 +49,14 @@ def test_device_resident_input_trains_exactly_like_tf_data(data_dir, tmp_path, m
 def test_loops_cut_short_reuse_one_trace_and_train_like_whole_ones(data_dir, model, mode):
   """Loops of any length (cut to land on an eval) run the one traced program, and 3+5+1+7+8
   steps train like 16+8 (whole-loop XLA, tf.data, and the XLA draw alone)."""
-  from trainer import build, config as config_lib, data  # pylint: disable=g-import-not-at-top
+  from trainer.step import build  # pylint: disable=g-import-not-at-top
   config = small_run(data_dir, model=model, input_mode=mode)
-  info = data.get_dataset_info(config.dataset, config.data_dir)
-  plan = config_lib.resolve(config, info.num_train_examples, 1)
+  spec = spec_of(config, cpu())
   weights = {}
   for lengths in ((16, 8), (3, 5, 1, 7, 8)):
-    with build.global_policy("float32"):
-      parts = build.build(config, cpu(), info, plan, "float32")
-      trainer = build.make_trainer(parts)
+    with precision.global_policy("float32"):
+      parts = build.build(spec, cpu())
+      trainer = build.make_runner(parts)
       for n in lengths:
         trainer.train(n)
       assert trainer.tracing_count() == 1, lengths

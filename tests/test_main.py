@@ -8,7 +8,7 @@ import textwrap
 import pytest
 
 from tests.conftest import REPO, run_main
-from trainer import summaries
+from trainer.run import summaries
 
 pytestmark = pytest.mark.slow  # each test starts a trainer process (~10-30 s)
 

@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import cpu, mirrored, one_line_error, small_run
-from trainer import build, compile_plan
-from trainer import config as config_lib
-from trainer.compat import LEGACY_KERAS, keras
-from trainer.errors import ConfigError
+from tests.conftest import build_parts, cpu, mirrored, one_line_error, small_run
+from trainer.distribute import precision
+from trainer.step import build
+from trainer.step import execution
+from trainer.base.compat import LEGACY_KERAS, keras
+from trainer.base.errors import ConfigError
 
 pytestmark = pytest.mark.skipif(LEGACY_KERAS, reason="tf_keras keeps the merge_call path")
 
@@ -40,10 +41,9 @@ def unused_weight_mlp(input_shape, num_outputs):
 
 def _train(strategy, info, steps=(3, 1, 4), **fields):
   config = small_run("", **{"model": "mlp", "global_batch_size": 32, **fields})
-  plan = config_lib.resolve(config, info.num_train_examples, strategy.num_replicas_in_sync)
-  with build.global_policy("float32"):
-    parts = build.build(config, strategy, info, plan, "float32")
-    trainer = build.make_trainer(parts)
+  with precision.global_policy("float32"):
+    parts = build_parts(config, strategy, info=info)
+    trainer = build.make_runner(parts)
     metrics = [trainer.train(n) for n in steps]
   return parts, trainer, metrics
 
@@ -61,12 +61,13 @@ RUNS = {
 }
 
 
-@pytest.mark.parametrize("run,replicas", [("adamw", 2), ("sgd_clipnorm", 2), ("accum_ema", 4),
-                                          ("none_gradient", 2)])
+@pytest.mark.parametrize("run,replicas", [
+    ("adamw", 2), ("sgd_clipnorm", 2), pytest.param("accum_ema", 4, marks=pytest.mark.slow),
+    ("none_gradient", 2)])
 def test_replicas_train_exactly_like_one(digits, run, replicas):
   one, _, one_metrics = _train(cpu(), digits, **RUNS[run])
   parts, trainer, metrics = _train(mirrored(replicas), digits, **RUNS[run])
-  assert parts.compile_plan.replica_update and parts.compile_plan.step
+  assert parts.execution.replica_update and parts.execution.step
   assert trainer.global_step() == 8 and trainer.tracing_count() == 1  # 3 lengths, 1 trace
   for a, b in zip(_values(one.model.weights), _values(parts.model.weights)):
     np.testing.assert_allclose(b, a, rtol=2e-5, atol=1e-6)
@@ -100,10 +101,10 @@ def test_every_replica_keeps_identical_copies_and_the_hooks_are_undone(digits):
 
 def test_the_plan_per_input_mode_and_model():
   two = mirrored(2)
-  plan = lambda **kw: compile_plan.choose(  # noqa: E731
+  plan = lambda **kw: execution.choose(  # noqa: E731
       two, **{"jit_compile": True, "has_convolutions": False, "input_mode": "auto",
               "device_input_possible": True, "replica_update": True, **kw})
-  assert plan() == compile_plan.CompilePlan(device_input=True, step=True, gradients=False,
+  assert plan() == execution.Execution(device_input=True, step=True, gradients=False,
                                             whole_loop=False, draw=False, replica_update=True)
   assert "each replica's whole step" in plan().describe()
   convs = plan(has_convolutions=True)  # XLA:CPU convolutions are slow: only the draw compiles

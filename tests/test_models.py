@@ -6,8 +6,8 @@ import tensorflow as tf
 
 from tests.conftest import cpu, mirrored
 from trainer import models
-from trainer.compat import LEGACY_KERAS, keras
-from trainer.errors import ConfigError
+from trainer.base.compat import LEGACY_KERAS, keras
+from trainer.base.errors import ConfigError
 
 HEAVY = ("resnet50", "efficientnetv2b0")
 SHAPES = ((8, 8, 1), (32, 32, 3))
@@ -32,7 +32,7 @@ def test_registry_lists_every_model():
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("name", models.MODELS)
 def test_builds_float32_logits(name, shape):
-  model = models.build_model(name, NUM_CLASSES, shape)
+  model = models.builtin(name, shape, NUM_CLASSES)
   assert model.name == name
   assert tuple(model.input_shape) == (None, *shape)
   logits = model(_images(2, shape), training=False)
@@ -47,16 +47,16 @@ def test_builds_float32_logits(name, shape):
 
 
 def test_applications_upsample_only_the_short_side():
-  model = models.build_model("resnet50", 3, (20, 40, 3))
+  model = models.builtin("resnet50", (20, 40, 3), 3)
   assert tuple(model.get_layer("resize").output.shape) == (None, 32, 40, 3)
   assert model(_images(1, (20, 40, 3))).shape == (1, 3)
 
 
 def test_small_cnn_has_deterministic_names_and_pools_only_large_enough_images():
-  names = [l.name for l in models.build_model("small_cnn", 10, (8, 8, 1)).layers]
+  names = [l.name for l in models.builtin("small_cnn", (8, 8, 1), 10).layers]
   assert names == ["images", "conv1", "conv2", "pool", "conv3", "gap", "logits"]
-  assert [l.name for l in models.build_model("small_cnn", 10, (8, 8, 1)).layers] == names
-  tiny = models.build_model("small_cnn", 10, (4, 4, 1))
+  assert [l.name for l in models.builtin("small_cnn", (8, 8, 1), 10).layers] == names
+  tiny = models.builtin("small_cnn", (4, 4, 1), 10)
   assert "pool" not in [l.name for l in tiny.layers]
   assert tiny(_images(2, (4, 4, 1))).shape == (2, 10)
 
@@ -71,7 +71,7 @@ def test_trains_under_strategy(name, kind):
   shape, global_batch, steps = (8, 8, 1), 4, 2
   strategy = cpu() if kind == "one_device" else mirrored(2)
   with strategy.scope():
-    model = models.build_model(name, NUM_CLASSES, shape)
+    model = models.builtin(name, shape, NUM_CLASSES)
     optimizer = keras.optimizers.Adam(1e-3)
     # Slots created on a tf.function's first call break under MirroredStrategy: build them now.
     optimizer.build(model.trainable_variables)
@@ -115,7 +115,7 @@ def test_trains_under_strategy(name, kind):
 
 @pytest.mark.parametrize("name", ["small_cnn", "mlp"])  # heavy ones: 10-20 s to compile
 def test_training_step_compiles_with_xla(name):
-  model = models.build_model(name, NUM_CLASSES, (8, 8, 1))
+  model = models.builtin(name, (8, 8, 1), NUM_CLASSES)
   optimizer = keras.optimizers.SGD(0.1)
   optimizer.build(model.trainable_variables)
   before = [np.array(v) for v in model.trainable_variables]
@@ -138,7 +138,7 @@ def test_training_step_compiles_with_xla(name):
 @pytest.mark.parametrize("name", models.MODELS)
 def test_mixed_precision_outputs_float32_logits(name, policy, global_policy):
   global_policy(policy)
-  model = models.build_model(name, NUM_CLASSES, (8, 8, 1))
+  model = models.builtin(name, (8, 8, 1), NUM_CLASSES)
   compute_dtypes = {l.compute_dtype for l in _all_layers(model) if l.trainable_weights}
   assert policy.split("_")[1] in compute_dtypes  # the body really runs in low precision
   assert model.layers[-1].compute_dtype == "float32"
@@ -163,7 +163,7 @@ def test_small_cnn_learns_digits():
   x_train, y_train, x_test, y_test = x[:-360], y[:-360], x[-360:], y[-360:]
 
   keras.utils.set_random_seed(0)
-  model = models.build_model("small_cnn", 10, (8, 8, 1))
+  model = models.builtin("small_cnn", (8, 8, 1), 10)
   optimizer = keras.optimizers.AdamW(3e-3)
   batches = iter(tf.data.Dataset.from_tensor_slices((x_train, y_train))
                  .shuffle(len(x_train), seed=0).repeat().batch(128))
@@ -185,13 +185,13 @@ def test_small_cnn_learns_digits():
 @pytest.mark.parametrize("name,conv", [("mlp", False), ("small_cnn", True),
                                        ("resnet50", True), ("efficientnetv2b0", True)])
 def test_has_convolutions(name, conv):
-  model = models.build_model(name, 10, (32, 32, 3))
+  model = models.builtin(name, (32, 32, 3), 10)
   assert models.has_convolutions(model) == conv
 
 
 def test_unknown_model_names_the_allowed_values():
   with pytest.raises(ConfigError) as e:
-    models.build_model("x", 10, (8, 8, 1))
+    models.builtin("x", (8, 8, 1), 10)
   assert str(e.value) == (
       "model: unknown 'x'; allowed: small_cnn, mlp, resnet50, efficientnetv2b0")
 
@@ -199,29 +199,29 @@ def test_unknown_model_names_the_allowed_values():
 @pytest.mark.parametrize("num_classes", [0, -3, 2.5, True, "10", None])
 def test_bad_num_classes(num_classes):
   with pytest.raises(ConfigError, match=r"^num_classes: must be an integer >= 1, got "):
-    models.build_model("mlp", num_classes, (8, 8, 1))
+    models.builtin("mlp", (8, 8, 1), num_classes)
 
 
 def test_mlp_takes_feature_vectors_and_one_output_for_regression():
-  model = models.build_model("mlp", 1, (10,))
+  model = models.builtin("mlp", (10,), 1)
   assert model.input_shape == (None, 10) and model.output_shape == (None, 1)
   with pytest.raises(ConfigError, match=r"^input_shape: must be an integer >= 1"):
-    models.build_model("mlp", 1, (10, 0))
+    models.builtin("mlp", (10, 0), 1)
 
 
 @pytest.mark.parametrize("image_shape", [(8, 8), (8, 8, 0), (8, 8, 1, 1), None, (8.0, 8, 1),
                                          (8, True, 1), "881"])
 def test_bad_image_shape(image_shape):
   with pytest.raises(ConfigError, match=r"^image_shape: must be 3 positive integers"):
-    models.build_model("small_cnn", 10, image_shape)
+    models.builtin("small_cnn", image_shape, 10)
 
 
 def test_accepts_numpy_sizes():
-  model = models.build_model("mlp", np.int64(3), np.array([8, 8, 1]))
+  model = models.builtin("mlp", np.array([8, 8, 1]), np.int64(3))
   assert model.output_shape == (None, 3)
 
 
 def test_application_missing_from_this_keras_is_a_config_error(monkeypatch):
   monkeypatch.delattr(keras.applications, "EfficientNetV2B0")
   with pytest.raises(ConfigError, match=r"^model: 'efficientnetv2b0' is not available in Keras"):
-    models.build_model("efficientnetv2b0", 10, (32, 32, 3))
+    models.builtin("efficientnetv2b0", (32, 32, 3), 10)

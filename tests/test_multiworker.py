@@ -21,7 +21,7 @@ import time
 import pytest
 import tensorflow as tf
 
-from trainer.summaries import read_scalars
+from trainer.run.summaries import read_scalars
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 LAUNCHER = [sys.executable, str(REPO / "launch" / "multiworker.py")]

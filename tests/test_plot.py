@@ -7,7 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from trainer import plot, schedules
+from trainer import plot
+from trainer import schedules
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -31,13 +32,13 @@ def test_figure_shows_the_schedule_and_its_phases(tmp_path):
       lrs, schedules.lr_warmup_cosine_decay(steps, 100, 200, 1000, 1e-4, 3e-3, 1e-5))
   assert {0, 100, 300, 1000} <= set(steps)  # phase boundaries are drawn exactly
   labels = ax.get_legend_handles_labels()[1]
-  assert labels[:3] == ["warmup (100 steps)", "hold (200 steps)", "decay (700 steps)"]
+  assert labels[:3] == ["warmup (100 steps)", "hold (200 steps)", "cosine decay (700 steps)"]
   assert "global step" in ax.get_xlabel()
 
 
 def test_phases_that_are_empty_are_not_drawn():
   fig = plot.plot_schedule(50, warmup_steps=0, target_lr=0.1)
-  assert fig.axes[0].get_legend_handles_labels()[1] == ["decay (50 steps)", "learning rate"]
+  assert fig.axes[0].get_legend_handles_labels()[1] == ["cosine decay (50 steps)", "learning rate"]
 
 
 def test_invalid_schedule_is_rejected_before_drawing(tmp_path):
@@ -69,6 +70,6 @@ def test_command_line_plots_a_configs_resolved_schedule(tmp_path):
   assert r.returncode == 0, r.stderr
   assert out.read_bytes()[:8] == PNG_MAGIC
   # The same curve trainer.main trains with: 600 steps, 10 % (60 steps) of warmup to 3e-3.
-  fig = plot.plot_schedule(**plot._config_schedule(f"{REPO}/configs/default.py"))  # pylint: disable=protected-access
+  fig = plot.plot_schedule(**plot._config_schedule(f"{REPO}/configs/default.py").kwargs())  # pylint: disable=protected-access
   labels = fig.axes[0].get_legend_handles_labels()[1]
-  assert labels[:2] == ["warmup (60 steps)", "decay (540 steps)"]
+  assert labels[:2] == ["warmup (60 steps)", "cosine decay (540 steps)"]

@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO, cpu, default_config, run_main
-from trainer import plugins, summaries, train
-from trainer.errors import ConfigError
+from trainer.base import plugins
+from trainer.run import summaries
+from trainer.run import train
+from trainer.base.errors import ConfigError
 
 EXAMPLES = os.path.join(REPO, "examples")
 

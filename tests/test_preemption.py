@@ -17,8 +17,10 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import REPO, cpu, iterations, main_env, run_main
-from trainer import checkpoints, hooks, preemption
-from trainer.errors import Interrupted, Preempted
+from trainer.run import checkpoints
+from trainer.base import testpoints
+from trainer.base import preemption
+from trainer.base.errors import Interrupted, Preempted
 
 # The Watcher in-process.
 
@@ -121,12 +123,12 @@ def test_a_second_ctrl_c_during_a_save_commits_it_then_stops(tmp_path):
 
   with preemption.Watcher(cpu()) as watcher:
     watcher.started()
-    hooks.install("save", ctrl_c_twice)
+    testpoints.install("save", ctrl_c_twice)
     try:
       with pytest.raises(Interrupted):
         ckpt.save(2)
     finally:
-      hooks.clear()
+      testpoints.clear()
   directory = os.path.join(str(tmp_path), "checkpoints")
   assert tf.train.latest_checkpoint(directory) == os.path.join(directory, "ckpt-2")
   assert checkpoints.unreadable(os.path.join(directory, "ckpt-2")) is None
@@ -137,7 +139,8 @@ def test_a_second_ctrl_c_during_a_save_commits_it_then_stops(tmp_path):
 _STUCK = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, {repo!r})
-    from trainer import errors, preemption
+    from trainer.base import errors
+    from trainer.base import preemption
     preemption.startup()
     ready = False
     while True:  # swallows the handler's exception, as a long C++ call would delay it

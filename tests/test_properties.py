@@ -8,10 +8,11 @@ import pytest
 import tensorflow as tf
 from hypothesis import strategies as st
 
-from tests.conftest import default_config
+from tests.conftest import plan_of, default_config
 from trainer import config as config_lib
+from trainer.base import choices
 from trainer import schedules
-from trainer.errors import ConfigError
+from trainer.base.errors import ConfigError
 
 NAMES = ("warmup_steps", "hold", "total_steps", "start_lr", "target_lr", "final_lr")
 
@@ -125,9 +126,9 @@ def _fields(tree, prefix=""):
 
 FIELDS = dict(_fields(default_config().to_dict()))
 CHOICES = {"model": ["small_cnn", "mlp", "resnet50", "vgg", ""],
-           "mixed_precision": list(config_lib.PRECISIONS) + ["fp8"],
-           "optimizer.name": list(config_lib.OPTIMIZERS) + ["lamb"],
-           "input_mode": list(config_lib.INPUT_MODES) + ["gpu"],
+           "mixed_precision": list(choices.PRECISIONS) + ["fp8"],
+           "optimizer.name": list(choices.OPTIMIZERS) + ["lamb"],
+           "input_mode": list(choices.INPUT_MODES) + ["gpu"],
            "dataset": ["digits", "mnist", "synthetic", ""]}
 
 
@@ -156,7 +157,7 @@ mutations = st.dictionaries(st.sampled_from(sorted(FIELDS)), st.none(), min_size
 def test_any_config_resolves_consistently_or_names_a_real_field(changes, examples, replicas):
   try:
     config = config_lib.override(default_config(), **changes)
-    plan = config_lib.resolve(config, examples, replicas)
+    plan = plan_of(config, examples, replicas)
   except ConfigError as e:
     message = str(e)
     assert "\n" not in message
@@ -168,18 +169,18 @@ def test_any_config_resolves_consistently_or_names_a_real_field(changes, example
   assert plan.total_steps == (config.total_steps or
                               math.ceil(config.num_epochs * plan.steps_per_epoch))
   assert 0 <= plan.warmup_steps and 0 <= plan.hold == s.hold
-  assert plan.warmup_steps + plan.hold <= plan.total_steps
+  assert plan.warmup_steps + plan.hold + plan.cooldown_steps <= plan.total_steps
   expected_peak = s.target_lr * (config.global_batch_size / s.base_batch_size
                                  if s.base_batch_size else 1)
   assert plan.peak_lr == pytest.approx(expected_peak) and 0 < plan.peak_lr < math.inf
   assert math.isfinite(plan.start_lr) and math.isfinite(plan.final_lr)
   for group in config_lib.GROUPS:  # what was given last won: one member of each group left
-    values = {f: config_lib._get(config, f) for f in group}  # pylint: disable=protected-access
+    values = {f: config_lib.get(config, f) for f in group}
     assert sum(1 for v in values.values() if v) <= 1, values
     for field in group:
       if changes.get(field):
         assert values[field] == changes[field], (field, values)
-  schedules.validate(**plan.schedule_kwargs())  # the trainer can build this schedule
+  schedules.check(**plan.schedule_kwargs())  # the trainer can build this schedule
 
 
 @pytest.mark.parametrize("changes", [
@@ -188,4 +189,4 @@ def test_any_config_resolves_consistently_or_names_a_real_field(changes, example
 ])
 def test_huge_epoch_counts_are_config_errors(changes):
   with pytest.raises(ConfigError, match=r"^(num_epochs|schedule\.warmup_epochs): .* steps$"):
-    config_lib.resolve(config_lib.override(default_config(), **changes), 1437, 1)
+    plan_of(config_lib.override(default_config(), **changes), 1437, 1)

@@ -12,14 +12,16 @@ import pytest
 import tensorflow as tf
 from hypothesis import strategies as st
 
-from tests.conftest import (assert_same_weights, checkpointed_flags, checkpointed_run, ckpt_dir,
+from tests.conftest import (spec_of, assert_same_weights, checkpointed_flags, checkpointed_run, ckpt_dir,
                             cpu, iterations, main_env, model_weights, small_run)
 from tests.killer import run_matrix, tree
-from trainer import checkpoints, hooks, resume, train
-from trainer import config as config_lib
-from trainer.controller import Cadence, Controller
-from trainer.errors import ConfigError, NonFiniteLossError, Preempted
-from trainer.summaries import read_scalars
+from trainer.run import checkpoints
+from trainer.base import testpoints
+from trainer.rundir import resume
+from trainer.run import train
+from trainer.run.controller import Cadence, Controller
+from trainer.base.errors import ConfigError, NonFiniteLossError, Preempted
+from trainer.run.summaries import read_scalars
 
 
 class _Crash(Exception):
@@ -56,7 +58,7 @@ def test_interrupted_run_resumes_to_the_same_weights(data_dir, tmp_path, monkeyp
 
 
 def _check(workdir, config, allow=False):
-  resume.check(workdir, config, config_lib.resolve(config, 1437, 1), allow)
+  return resume.check_resume(workdir, spec_of(config, cpu()), allow)
 
 
 @pytest.mark.parametrize("changes,field", [
@@ -81,7 +83,13 @@ def test_resume_refuses_a_config_that_changes_the_run(runs, data_dir, changes, f
   with pytest.raises(ConfigError) as info:
     _check(runs["full"], checkpointed_run(data_dir, **changes))
   message = str(info.value)
-  assert message.startswith(f"{field}: cannot resume {runs['full']} under a different config")
+  if field in resume.SCHEDULE_FIELDS.values():  # the finished run's past rates would change
+    assert message.startswith(f"{field}: cannot resume {runs['full']} at step 24 with this "
+                              f"schedule (")
+    assert "changes the learning rate of steps already trained, first at step" in message
+  else:
+    assert message.startswith(f"{field}: cannot resume {runs['full']} under a different "
+                              f"config")
   assert "--allow_config_change" in message and "\n" not in message
   assert tree(runs["full"]) == before
 
@@ -314,12 +322,12 @@ def test_a_changed_config_that_fails_at_once_leaves_config_json_as_it_was(partia
 def test_a_changed_config_is_recorded_only_after_its_first_loop(partial, data_dir):
   path = os.path.join(partial, "config.json")
   seen = []
-  hooks.install("loop", lambda name, position: seen.append(
+  testpoints.install("loop", lambda name, position: seen.append(
       (position, json.load(open(path))["plan"]["total_steps"])))
   try:
     train.train_and_evaluate(checkpointed_run(data_dir, total_steps=28), partial, cpu(),
                              allow_config_change=True)
   finally:
-    hooks.clear()
+    testpoints.clear()
   assert seen[:2] == [("before", 24), ("after", 24)]  # the first loop ran under the old record
   assert seen[2:] and all(total == 28 for _, total in seen[2:])  # then the new config's

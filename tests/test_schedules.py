@@ -7,8 +7,8 @@ import pytest
 import tensorflow as tf
 
 from trainer import schedules
-from trainer.compat import LEGACY_KERAS, keras
-from trainer.errors import ConfigError
+from trainer.base.compat import LEGACY_KERAS, keras
+from trainer.base.errors import ConfigError
 
 needs_accumulation = pytest.mark.skipif(
     LEGACY_KERAS, reason="tf_keras optimizers have no gradient_accumulation_steps")

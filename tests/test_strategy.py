@@ -1,5 +1,5 @@
 """Tests for trainer.strategy: picking strategies, TF_CONFIG errors, chief logic and where
-each process writes. TPU paths: test_tpu.py; what XLA may compile: test_compile_plan.py.
+each process writes. TPU paths: test_tpu.py; what XLA may compile: test_execution.py.
 
 conftest.py splits the CPU into 4 logical devices; checks that need a fresh runtime
 (setup_cpu_devices, a real MultiWorkerMirroredStrategy) run in a subprocess.
@@ -18,8 +18,8 @@ import tensorflow as tf
 
 from tests.conftest import free_port as _free_port
 from tests.conftest import one_line_error as _one_line_error
-from trainer import strategy as ts
-from trainer.errors import ConfigError
+from trainer.distribute import strategy as ts
+from trainer.base.errors import ConfigError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 GPUS = tf.config.list_physical_devices("GPU")
@@ -94,8 +94,8 @@ def test_setup_cpu_devices_same_count_is_a_no_op():
 @cpu_only
 def test_setup_cpu_devices_in_a_fresh_process():
   out = _run_python("""
-from trainer import strategy as ts
-from trainer.errors import ConfigError
+from trainer.distribute import strategy as ts
+from trainer.base.errors import ConfigError
 import tensorflow as tf
 ts.setup_cpu_devices(3)
 ts.setup_cpu_devices(3)
@@ -152,11 +152,12 @@ def test_multi_worker_single_worker_in_a_fresh_process():
   tf_config = {"cluster": {"worker": [f"localhost:{_free_port()}"]}, "task": _WORKER}
   out = _run_python("""
 import json, os
-from trainer import compile_plan, strategy as ts
+from trainer.step import execution
+from trainer.distribute import strategy as ts
 s = ts.get_strategy("multi_worker")
 print(json.dumps({"replicas": s.num_replicas_in_sync, "chief": ts.is_chief(s),
                   "tf_chief": bool(s.extended.should_checkpoint),
-                  "jit": compile_plan.jit_replica_step(s), "describe": ts.describe(s),
+                  "jit": execution.jit_replica_step(s), "describe": ts.describe(s),
                   "write_dir": ts.write_dir("/w", s)}), flush=True)
 os._exit(0)  # skip collective-ops teardown
 """, env={"TF_CONFIG": json.dumps(tf_config)})

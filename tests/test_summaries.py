@@ -6,8 +6,8 @@ import os
 import pytest
 import tensorflow as tf
 
-from trainer import summaries
-from trainer.summaries import read_events, read_scalars
+from trainer.run import summaries
+from trainer.run.summaries import read_events, read_scalars
 
 
 def _event_file(workdir, split, unix_time, rows, scratch):
@@ -58,29 +58,25 @@ def test_a_missing_split_reads_as_nothing(tmp_path):
 
 def test_summaries_write_scalars_the_readers_read_back(tmp_path):
   workdir = str(tmp_path / "run")
-  evals = []
-  writer = summaries.Summaries(workdir, chief=True, after_eval=lambda: evals.append(
-      read_scalars(workdir, "eval", "accuracy")))
-  writer.write("train", 4, {"loss": 0.5, "learning_rate": 0.001})
+  writer = summaries.Summaries(workdir, chief=True)
+  assert writer.write("train", 4, {"loss": 0.5, "learning_rate": 0.001})
   writer.write("train", 8, {"loss": 0.25, "learning_rate": 0.002})
-  writer.write("eval", 8, {"accuracy": 0.75})
+  assert writer.write("eval", 8, {"accuracy": 0.75})  # written now: the eval actions may draw
+  assert read_scalars(workdir, "eval", "accuracy") == {8: 0.75}  # flushed for them
   writer.close()
   assert read_scalars(workdir, "train", "loss") == {4: 0.5, 8: 0.25}
   assert read_scalars(workdir, "train", "learning_rate") == {
       4: pytest.approx(0.001), 8: pytest.approx(0.002)}
   assert read_scalars(workdir, "eval", "accuracy") == {8: 0.75}
-  assert evals == [{8: 0.75}]  # once, after the eval write (not after train writes)
 
 
 def test_a_worker_that_is_not_the_chief_writes_nothing(tmp_path):
   workdir = tmp_path / "run"
-  evals = []
-  writer = summaries.Summaries(str(workdir), chief=False, after_eval=lambda: evals.append(1))
+  writer = summaries.Summaries(str(workdir), chief=False)
   writer.write("train", 4, {"loss": 0.5})
   writer.write("eval", 4, {"accuracy": 0.5})
   writer.close()
   assert not workdir.exists() or list(workdir.rglob("events.*")) == []
-  assert evals == []  # the chief alone redraws the run's curves
 
 
 # After a resume: no repeats or zig-zags for any reader; a finished run's rerun adds nothing.
@@ -123,14 +119,13 @@ def test_a_finished_runs_rerun_adds_no_points_and_no_files(tmp_path):
   workdir, scratch = str(tmp_path / "run"), str(tmp_path / "scratch")
   _event_file(workdir, "eval", 900, [("accuracy", 8, 0.5), ("accuracy", 24, 0.9)], scratch)
   before = sorted(os.listdir(os.path.join(workdir, "eval")))
-  evals = []
-  writer = summaries.Summaries(workdir, chief=True, resume_step=24,
-                               after_eval=lambda: evals.append(1))
-  writer.write("eval", 24, {"accuracy": 0.9})  # the final eval, evaluated again
+  writer = summaries.Summaries(workdir, chief=True, resume_step=24)
+  # The final eval, evaluated again: not written, so the eval actions do not redraw.
+  assert not writer.write("eval", 24, {"accuracy": 0.9})
   writer.close()
   assert sorted(os.listdir(os.path.join(workdir, "eval"))) == before
   assert [step for _, step, _ in read_events(workdir, "eval")] == [8, 24]
-  assert evals == [] and not os.path.exists(os.path.join(workdir, "train"))
+  assert not os.path.exists(os.path.join(workdir, "train"))
 
 
 def test_a_final_eval_that_a_kill_lost_is_written(tmp_path):
@@ -156,7 +151,7 @@ def test_a_killed_and_resumed_run_shows_each_step_once_to_every_reader(partial, 
   """`partial` is the run killed after its step-16 checkpoint with its events up to step 24
   logged (and its eval at 24): the resumed run trains and logs 20 and 24 again."""
   from tests.conftest import checkpointed_run, cpu  # pylint: disable=g-import-not-at-top
-  from trainer import train  # pylint: disable=g-import-not-at-top
+  from trainer.run import train  # pylint: disable=g-import-not-at-top
   before = read_events(partial, "train")
   assert [s for t, s, _ in before if t == "loss"] == [4, 8, 12, 16, 20, 24]  # 20, 24 replayed
   train.train_and_evaluate(checkpointed_run(data_dir), partial, cpu())

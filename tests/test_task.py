@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import cpu, iterations, mirrored, model_weights, small_run
-from trainer import config as config_lib
-from trainer import schedules, train
-from trainer import learner as learner_lib
+from tests.conftest import plan_of, cpu, iterations, mirrored, model_weights, small_run
+from trainer import schedules
+from trainer.run import train
+from trainer.step import learner as learner_lib
 from trainer import task as task_lib
-from trainer.compat import keras
-from trainer.errors import ConfigError
-from trainer.summaries import read_scalars
+from trainer.base.compat import keras
+from trainer.base.errors import ConfigError
+from trainer.run.summaries import read_scalars
 
 
 def test_global_steps_identical_on_one_and_four_replicas(data_dir, tmp_path):
@@ -31,7 +31,7 @@ def test_global_steps_identical_on_one_and_four_replicas(data_dir, tmp_path):
                      read_scalars(four, "train", "learning_rate"))
   assert sorted(lr_one) == [4, 8, 12, 16, 20, 24]
   assert lr_one == lr_four  # warmup counted in global steps, not 4x faster
-  plan = config_lib.resolve(config, 1437, 1)
+  plan = plan_of(config, 1437, 1)
   for step, lr in lr_one.items():
     assert lr == pytest.approx(schedules.lr_warmup_cosine_decay(step, 6, 2, 24, 1e-4, 3e-3),
                                rel=1e-6)

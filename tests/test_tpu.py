@@ -10,9 +10,9 @@ import tensorflow as tf
 
 from tests.conftest import free_port as _free_port
 from tests.conftest import one_line_error as _one_line_error
-from trainer import strategy as ts
-from trainer import tpu as tpu_lib
-from trainer.errors import ConfigError
+from trainer.distribute import strategy as ts
+from trainer.distribute import tpu as tpu_lib
+from trainer.base.errors import ConfigError
 
 
 @pytest.mark.skipif(tpu_lib.local_tpu_problem() is None, reason="this machine has a TPU")

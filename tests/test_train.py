@@ -16,9 +16,10 @@ import tensorflow as tf
 
 from tests import tfds_mock
 from tests.conftest import cpu, mirrored, run_main, small_run
-from trainer import data, train
-from trainer.errors import ConfigError
-from trainer.summaries import read_scalars
+from trainer import data
+from trainer.run import train
+from trainer.base.errors import ConfigError
+from trainer.run.summaries import read_scalars
 
 
 def test_workdir_outputs(data_dir, tmp_path):

@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from trainer import validate
-from trainer.errors import ConfigError
+from trainer.base import validate
+from trainer.base.errors import ConfigError
 
 
 @pytest.mark.parametrize("value", [True, False])

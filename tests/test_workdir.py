@@ -17,34 +17,36 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import REPO, checkpointed_run, cpu, main_env, run_main
-from trainer import hooks, main, train
-from trainer import lease as lease_lib
-from trainer import lock as lock_lib
-from trainer import workdir as workdir_lib
-from trainer.errors import ConfigError
+from trainer.base import testpoints
+from trainer import main
+from trainer.run import train
+from trainer.rundir import lease as lease_lib
+from trainer.rundir import lock as lock_lib
+from trainer.rundir import files as workdir_lib
+from trainer.base.errors import CheckpointError, ConfigError
 
 
 def test_a_file_as_workdir_is_refused(tmp_path):
   path = tmp_path / "run"
   path.write_text("not a directory")
   with pytest.raises(ConfigError, match=r"^workdir: '.*run' is a file; give a directory$"):
-    workdir_lib.check(str(path))
+    workdir_lib.check_writable(str(path))
   with pytest.raises(ConfigError, match=r"^workdir: '.*run/w' cannot be created: '.*run' is a "
                                         r"file"):
-    workdir_lib.check(str(path / "w"))
+    workdir_lib.check_writable(str(path / "w"))
   assert path.read_text() == "not a directory"
 
 
 def test_an_unwritable_parent_is_refused(tmp_path):
   # /proc refuses new entries even to root, for whom os.access says yes to everything.
   with pytest.raises(ConfigError, match=r"^workdir: '/proc/no-such-run/w' is not writable"):
-    workdir_lib.check("/proc/no-such-run/w")
+    workdir_lib.check_writable("/proc/no-such-run/w")
   if os.geteuid() != 0:
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o555)
     with pytest.raises(ConfigError, match=r"^workdir: '.*locked/w/x' is not writable \(no "
                                           r"write access to '.*locked'\)"):
-      workdir_lib.check(str(locked / "w" / "x"))
+      workdir_lib.check_writable(str(locked / "w" / "x"))
 
 
 @pytest.mark.parametrize("existing", [False, True])
@@ -52,14 +54,14 @@ def test_a_writable_workdir_passes_and_is_left_as_it_was(tmp_path, existing):
   workdir = tmp_path / "runs" / "a" / "w"  # a missing directory under a writable one
   if existing:
     workdir.mkdir(parents=True)
-  workdir_lib.check(str(workdir))
+  workdir_lib.check_writable(str(workdir))
   assert workdir.exists() == existing  # check() creates nothing ...
   assert [p.name for p in tmp_path.rglob("*")
           if p.name.startswith(".trainer-write-probe")] == []  # ... and leaves no probe
 
 
 def test_remote_workdirs_are_left_to_the_first_write():
-  workdir_lib.check("gs://no-such-bucket-for-trainer-tests/run")  # no network, no error
+  workdir_lib.check_writable("gs://no-such-bucket-for-trainer-tests/run")  # no network, no error
 
 
 @pytest.mark.parametrize("content", ["text {}\n", b"\x89PNG\r\n\x1a\n\0bytes"])
@@ -87,11 +89,11 @@ def test_a_reader_never_sees_half_a_file(tmp_path):
   path = str(tmp_path / "config.json")
   workdir_lib.write_atomically(path, "old")
   seen = []
-  hooks.install("write", lambda name, position: seen.append((position, open(path).read())))
+  testpoints.install("write", lambda name, position: seen.append((position, open(path).read())))
   try:
     workdir_lib.write_atomically(path, "new")
   finally:
-    hooks.clear()
+    testpoints.clear()
   assert seen == [("before", "old"), ("after", "new")]
 
 
@@ -125,7 +127,7 @@ def test_a_file_or_directory_in_the_wrong_place_is_refused_before_anything_is_wr
     path.mkdir()
   kind = "a file" if kind == "file" else "a directory"
   with pytest.raises(ConfigError, match=f"^workdir: {path} is {kind}, where the run keeps"):
-    workdir_lib.check(str(workdir))
+    workdir_lib.check_writable(str(workdir))
 
 
 # The lock.
@@ -154,7 +156,7 @@ def test_a_second_lock_on_a_locked_workdir_names_the_holder(tmp_path):
 _HOLDER = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, {repo!r})
-    from trainer import lock
+    from trainer.rundir import lock
     with lock.Lock({workdir!r}):
       print("locked", flush=True)
       time.sleep(600)
@@ -272,10 +274,11 @@ def test_a_stale_lock_file_of_a_killed_run_is_left_as_it_was_after_a_mistake(tmp
 
 def test_a_locked_workdir_is_refused_before_its_config_json_is_read(data_dir, tmp_path,
                                                                     monkeypatch):
-  from trainer import resume  # pylint: disable=g-import-not-at-top
+  from trainer.rundir import resume  # pylint: disable=g-import-not-at-top
   workdir = str(tmp_path / "w")
   read = []
-  monkeypatch.setattr(resume, "check", lambda *a, **k: read.append(a) or False)
+  monkeypatch.setattr(resume, "check_resume",
+                      lambda *a, **k: read.append(a) or resume.Decision())
   with lock_lib.Lock(workdir):
     with pytest.raises(ConfigError, match=f"^workdir: {workdir} is in use by another run"):
       train.train_and_evaluate(checkpointed_run(data_dir), workdir, cpu())
@@ -352,13 +355,21 @@ def test_of_two_runs_taking_a_lease_together_one_wins(fast_leases):
   assert sorted(results) == ["refused", "won"]
 
 
-def test_a_run_whose_lease_was_taken_over_says_so(fast_leases, caplog):
+def test_a_run_whose_lease_was_taken_over_says_so_and_stops(fast_leases, caplog):
   workdir = "ram://trainer_test_lease/d"
-  with lock_lib.Lock(workdir):
-    with tf.io.gfile.GFile(workdir + "/.lock", "w") as f:
+  with lock_lib.Lock(workdir) as held:
+    held.check()  # its own: nothing to say
+    # Another run takes it over, writing as a lease is written (ram:// does not truncate).
+    with tf.io.gfile.GFile(workdir + "/.lock.tmp", "w") as f:
       f.write(json.dumps({"pid": 1, "host": "other", "token": "x", "refreshed": time.time()}))
+    tf.io.gfile.rename(workdir + "/.lock.tmp", workdir + "/.lock", overwrite=True)
     time.sleep(0.4)
+    with pytest.raises(CheckpointError) as e:  # exit 5: the run writes nothing more
+      held.check()
   assert "this run no longer owns its workdir" in caplog.text
+  assert str(e.value).startswith(f"workdir: {workdir} is no longer this run's: its lease ")
+  assert "pid 1 on other" in str(e.value) and "\n" not in str(e.value)
+  assert e.value.exit_code == 5
 
 
 # What interrupted writes leave is removed at start.

@@ -4,18 +4,19 @@ r"""Evaluate a run's checkpoint, or its export, on the eval split, with the conf
   python -m trainer.evaluate --workdir=runs/digits --checkpoint=200 # checkpoints/ckpt-200
   python -m trainer.evaluate --workdir=runs/digits --export         # export/serving
 
-The run is rebuilt from `workdir/config.json` through `trainer.build` (the model, the task and
-the eval data it trained with; `--data_dir` if the data lives elsewhere now), the checkpoint
-restored and evaluated with the trainer's own eval loop, so the final checkpoint gives the
-final eval numbers of the run. `--export` evaluates the SavedModel in `export/serving` through
-the same eval data instead: raw inputs in, the task's serving outputs back, and the metrics
-computed by the task from those (for classification the accuracy, and the loss -log p[label]
-from the probabilities).
+The run is rebuilt from `workdir/config.json` through the public builder (the model, the task
+and the eval data it trained with; `--data_dir` if the data lives elsewhere now), the
+checkpoint restored and evaluated with the trainer's own eval loop, so the final checkpoint
+gives the final eval numbers of the run. `--export` evaluates the SavedModel in
+`export/serving` through the same eval data instead: raw inputs in, the task's serving
+outputs back, and the metrics computed by the task from those (for classification the
+accuracy, and the loss -log p[label] from the probabilities).
 
 Prints one summary line and one JSON line on stdout. Reads only: nothing in the workdir is
-written, so it may run while the run trains. Exit status: 0; 2 a user mistake (no such
-workdir, no config.json, no checkpoint N, no export, a bad flag; one line on stderr); 5 the
-checkpoint asked for is unreadable.
+written or deleted, and no lock is taken, so it may run while the run trains (a checkpoint
+that the run deletes meanwhile is replaced by the newest one then, or reported in one line).
+Exit status: 0; 2 a user mistake (no such workdir, no config.json, no checkpoint N, no export,
+a bad flag; one line on stderr); 5 the checkpoint asked for is unreadable.
 """
 
 import json
@@ -23,12 +24,16 @@ import os
 
 from absl import app, flags
 
-from trainer import console, errors
-from trainer.rundir import EXPORT_DIR, MANIFEST, Files, check  # noqa: F401  (evaluate.check)
-from trainer.choices import STRATEGIES
-from trainer.errors import ConfigError
+from trainer.base import errors
+from trainer.base.choices import STRATEGIES
+from trainer.base.errors import ConfigError
+from trainer.base.fs import is_remote
+from trainer.config import files as config_files
+from trainer.rundir import layout, record
+from trainer.run import cli
 
 FLAGS = flags.FLAGS
+ATTEMPTS = 5  # a live run may delete the checkpoint being read: try the newest again
 
 
 def _define_flags():
@@ -52,68 +57,49 @@ def _define_flags():
 
 def load_config(workdir, data_dir=""):
   """The run's ConfigDict from workdir/config.json (fields it predates at their defaults)."""
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  from configs import default  # pylint: disable=g-import-not-at-top
-  blob = json.loads(Files(workdir).read(os.path.join(workdir, "config.json")))
-  config = ml_collections.ConfigDict(_merge(default.get_config().to_dict(), blob["config"]))
+  config = config_files.from_record(record.read_run(workdir)["config"])
   if data_dir:
     config.data_dir = data_dir
   return config
 
 
-def _merge(base, saved):
-  out = dict(base)
-  for key, value in saved.items():
-    out[key] = (_merge(base[key], value) if isinstance(value, dict)
-                and isinstance(base.get(key), dict) else value)
-  return out
-
-
-def _resolve(config, strategy):
-  from trainer import build  # pylint: disable=g-import-not-at-top  (TF-free until here)
-  return build.resolve(config, strategy)
+def _spec(config, strategy):
+  from trainer import config as config_lib  # pylint: disable=g-import-not-at-top  (TF)
+  return config_lib.resolve(config, strategy)
 
 
 def restore(workdir, checkpoint=None, strategy=None, data_dir=""):
   """The run's parts rebuilt from workdir/config.json, checkpoint `checkpoint` restored.
+  Reads only.
 
   Args:
     workdir: the run's directory.
     checkpoint: a global step with a checkpoint; default: the latest readable one.
-    strategy: default `trainer.strategy.get_strategy('auto')`.
+    strategy: default `trainer.distribute.strategy.get_strategy('auto')`.
     data_dir: the TFDS data_dir; default: the run's.
 
   Returns:
-    (`trainer.build.Parts`, the restored checkpoint's path). `trainer.export.write(parts, DIR)`
-    exports that checkpoint's model.
+    (`trainer.step.build.Parts`, the restored checkpoint's path). `trainer.run.export.write(
+    parts, DIR)` exports that checkpoint's model.
 
   Raises:
     ConfigError: no run, no such checkpoint (none at all), or a config that no longer builds.
     CheckpointError: the checkpoint is unreadable (none of them is, without `checkpoint`).
   """
   # pylint: disable=g-import-not-at-top
-  from trainer import build, checkpoints
-  from trainer import strategy as strategy_lib
-  from trainer.errors import CheckpointError
-  check(workdir, checkpoint)
+  from trainer.distribute import strategy as strategy_lib
+  from trainer.distribute.precision import global_policy
+  from trainer.run import checkpoints
+  from trainer.step import build
   config = load_config(workdir, data_dir)
+  record.require_checkpoint(workdir, checkpoint)
   strategy = strategy or strategy_lib.get_strategy("auto")
-  info, plan, policy = _resolve(config, strategy)
-  with build.global_policy(policy):
-    parts = build.build(config, strategy, info, plan, policy)
+  spec = _spec(config, strategy)
+  with global_policy(spec.policy):
+    parts = build.build(spec, strategy)
   ckpt = checkpoints.Checkpointer(workdir, strategy, config.max_checkpoints,
                                   **parts.trackables())
-  if checkpoint is None:
-    path = ckpt.restore_latest()
-    if path is None:
-      raise ConfigError(f"workdir: no checkpoint in {ckpt.directory} yet; train first")
-  else:
-    path = os.path.join(ckpt.directory, f"ckpt-{checkpoint}")
-    problem = checkpoints.unreadable(path)
-    if problem is not None:
-      raise CheckpointError(f"checkpoint: {path} is unreadable ({problem})")
-    ckpt.checkpoint.restore(path).assert_existing_objects_matched()
-  return parts, path
+  return parts, ckpt.restore_for_reading(checkpoint, attempts=ATTEMPTS)
 
 
 def evaluate_checkpoint(workdir, checkpoint=None, strategy=None, data_dir=""):
@@ -124,15 +110,11 @@ def evaluate_checkpoint(workdir, checkpoint=None, strategy=None, data_dir=""):
     {'source': 'checkpoint', 'path', 'step', 'examples', **the task's eval metrics}.
   """
   # pylint: disable=g-import-not-at-top
-  from trainer import build, data, loop
+  from trainer.distribute.precision import global_policy
+  from trainer.step import build
   parts, path = restore(workdir, checkpoint, strategy, data_dir)
-  c = parts.config
-  with build.global_policy(parts.policy):
-    # An eval-only Trainer: no training input is made (its train loop is never called).
-    trainer = loop.Trainer(parts.strategy, parts.learner, parts.compile_plan,
-                           data.make_eval_dataset(parts.info, parts.strategy,
-                                                  c.global_batch_size, c.seed))
-    metrics = trainer.evaluate()
+  with global_policy(parts.policy):
+    metrics = build.make_runner(parts, train=False).evaluate()
   examples = parts.learner.eval_sums.totals()["count"]
   return {"source": "checkpoint", "path": path,
           "step": int(parts.optimizer.iterations.numpy()), "examples": int(examples), **metrics}
@@ -151,32 +133,33 @@ def evaluate_export(workdir, data_dir=""):
   # pylint: disable=g-import-not-at-top
   import tensorflow as tf
   from trainer import data
-  from trainer import export as export_lib
-  from trainer import learner as learner_lib
   from trainer import task as task_lib
-  check(workdir, export=True)
+  from trainer.run import export as export_lib
+  from trainer.step import learner as learner_lib
   config = load_config(workdir, data_dir)
+  record.require_export(workdir)
   manifest = export_lib.read_manifest(workdir)
   directory = export_lib.export_dir(workdir)
   if manifest is None:
-    raise ConfigError(f"export: {directory}/{export_lib.MANIFEST} is unreadable; run the "
+    raise ConfigError(f"export: {directory}/{layout.MANIFEST} is unreadable; run the "
                       f"training command again to write the export anew")
-  if export_lib.SERVING_DIR not in manifest.get("written", []):
-    reason = manifest.get("not_written", {}).get(export_lib.SERVING_DIR, "not written")
-    raise ConfigError(f"export: {directory} has no {export_lib.SERVING_DIR}/ ({reason})")
-  task = task_lib.get_task(config.task)
+  path = os.path.join(directory, layout.SERVING_DIR)
+  if layout.SERVING_DIR not in manifest.get("written", []) or not tf.io.gfile.isdir(path):
+    why = manifest.get("not_written", {}).get(layout.SERVING_DIR, "it is missing")
+    raise ConfigError(f"export: {directory} has no {layout.SERVING_DIR}/ ({why}); run the "
+                      f"training command again to write the export anew")
+  strategy = tf.distribute.get_strategy()  # the default: the SavedModel is not distributed
+  spec = _spec(config, strategy)
+  task = spec.task
   if (type(task).serving_outputs is not task_lib.Task.serving_outputs
       and type(task).outputs_from_serving is task_lib.Task.outputs_from_serving):
     raise ConfigError(f"task: {config.task!r} overrides serving_outputs but not "
                       f"outputs_from_serving, so --export cannot compute its metrics; define "
                       f"outputs_from_serving or evaluate a checkpoint")
-  strategy = tf.distribute.get_strategy()  # the default: the SavedModel is not distributed
-  info, _, _ = _resolve(config, strategy)
   serving = manifest["serving"]
-  path = os.path.join(directory, export_lib.SERVING_DIR)
   loaded = tf.saved_model.load(path)  # kept: the signature only references its variables
   serve = loaded.signatures[serving["signature"]]
-  sums = learner_lib.Sums("export_eval", task, task.num_outputs(info))
+  sums = learner_lib.Sums("export_eval", task, spec.num_outputs)
   raw_uint8 = serving["input_dtype"] == "uint8"
 
   @tf.function
@@ -187,7 +170,7 @@ def evaluate_export(workdir, data_dir=""):
       outputs = task.outputs_from_serving(serve(**{serving["input"]: inputs})[serving["output"]])
       sums.update(task.per_example_loss(labels, outputs), outputs, labels, weights)
 
-  run(data.make_eval_dataset(info, strategy, config.global_batch_size, config.seed))
+  run(data.make_eval_dataset(spec.info, strategy, config.global_batch_size, config.seed))
   result = sums.result()
   examples = result.pop("examples")
   return {"source": "export", "path": path, "step": int(manifest["step"]),
@@ -203,25 +186,20 @@ def summary_line(result):
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise ConfigError(f"unexpected arguments {argv[1:]}; flags look like --name=value")
+  cli.no_arguments(argv)
   verbose = FLAGS.verbosity >= 1
-  console.quiet_tf(verbose)
-  if not verbose:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+  cli.quiet(verbose)
   if FLAGS.export and FLAGS.checkpoint is not None:
     raise ConfigError("checkpoint: give --checkpoint=N or --export, not both")
-  if "://" not in FLAGS.workdir:  # user mistakes before TensorFlow loads (remote: below)
-    check(FLAGS.workdir, FLAGS.checkpoint, FLAGS.export)
-  with console.startup_lines_hidden(verbose):
-    from trainer import strategy as strategy_lib  # pylint: disable=g-import-not-at-top
-    check(FLAGS.workdir, FLAGS.checkpoint, FLAGS.export)
-    strategy = None
-    if not FLAGS.export:
-      if FLAGS.cpu_devices:
-        strategy_lib.setup_cpu_devices(FLAGS.cpu_devices)
-      strategy = strategy_lib.get_strategy(FLAGS.strategy, FLAGS.tpu)
-      strategy_lib.make_first_iterator(strategy)
+  if not is_remote(FLAGS.workdir):  # user mistakes before TensorFlow loads (remote: below)
+    record.read_run(FLAGS.workdir)
+    if FLAGS.export:
+      record.require_export(FLAGS.workdir)
+    else:
+      record.require_checkpoint(FLAGS.workdir, FLAGS.checkpoint)
+  strategy = None
+  if not FLAGS.export:
+    strategy = cli.strategy(FLAGS.strategy, FLAGS.tpu, FLAGS.cpu_devices, verbose)
   if FLAGS.export:
     result = evaluate_export(FLAGS.workdir, FLAGS.data_dir)
   else:
@@ -230,18 +208,13 @@ def main(argv):
   print(json.dumps(result, sort_keys=True))
 
 
-def _parse_flags(argv):
-  """absl's parser, but a bad flag is one line and exit status 2."""
-  argv = [a if a != "-v" else "--verbosity=1" for a in argv]
-  try:
-    return FLAGS(argv)
-  except flags.Error as e:
-    errors.exit_with(ConfigError(str(e).splitlines()[0]))
+def _usage():
+  return f"{__doc__}\nflags:\n{cli.flags_help(__name__)}\n"
 
 
 def run():
   _define_flags()
-  app.run(errors.exit_on_error(main), flags_parser=_parse_flags)
+  app.run(errors.exit_on_error(main), flags_parser=lambda argv: cli.parse(argv, _usage))
 
 
 if __name__ == "__main__":

@@ -17,9 +17,10 @@ Weights are always randomly initialised: no pretrained weights are downloaded.
 
 import numpy as np
 
-from trainer import plugins, validate
-from trainer.compat import keras
-from trainer.errors import ConfigError
+from trainer.base import plugins
+from trainer.base import validate
+from trainer.base.compat import keras
+from trainer.base.errors import ConfigError
 
 MODELS = ("small_cnn", "mlp", "resnet50", "efficientnetv2b0")
 
@@ -127,7 +128,7 @@ def register(name):
   return decorate
 
 
-def resolve(name):
+def lookup(name):
   """The function `config.model` names: a registered name, or `package.module:function`.
 
   Returns:
@@ -139,7 +140,7 @@ def resolve(name):
   if not isinstance(name, str) or not name:
     raise ConfigError(f"model: must be a model name or package.module:function, got {name!r}")
   if name in _BODIES:
-    return lambda input_shape, num_outputs: build_model(name, num_outputs, input_shape)
+    return lambda input_shape, num_outputs: builtin(name, input_shape, num_outputs)
   if name in _REGISTRY:
     return _REGISTRY[name]
   if ":" not in name:
@@ -148,22 +149,21 @@ def resolve(name):
   return plugins.load_function("model", name)
 
 
-def check_name(name):
-  """Returns `name` if `resolve` finds its function; else ConfigError naming the field."""
-  resolve(name)
-  return name
-
-
-def build(name, input_shape, num_outputs):
-  """Builds the model `name` resolves to (call it inside `strategy.scope()`), checked.
+def build(name, input_shape, num_outputs, fn=None):
+  """Builds the model `name` names (call it inside `strategy.scope()`), checked.
 
   Subclassed models are called once on zeros so their variables exist before the optimizer
   and the checkpoint need them.
 
+  Args:
+    name: `config.model`.
+    input_shape, num_outputs: what the data and the task say.
+    fn: the model function, if already looked up (`RunSpec.model_fn`); else `lookup(name)`.
+
   Raises:
     ConfigError: the function did not return a Keras model, or one with the wrong outputs.
   """
-  model = resolve(name)(input_shape=tuple(input_shape), num_outputs=num_outputs)
+  model = (fn or lookup(name))(input_shape=tuple(input_shape), num_outputs=num_outputs)
   if not isinstance(model, keras.Model):
     raise ConfigError(f"model: {name!r} returned {type(model).__name__}, not a keras.Model")
   try:
@@ -176,14 +176,14 @@ def build(name, input_shape, num_outputs):
   return model
 
 
-def build_model(name, num_classes, image_shape):
-  """Builds a built-in classifier by name. Call it inside `strategy.scope()`.
+def builtin(name, image_shape, num_classes):
+  """Builds a built-in model by name. Call it inside `strategy.scope()`.
 
   Args:
     name: one of `MODELS`.
-    num_classes: number of outputs (logits, or regression targets), >= 1.
     image_shape: (height, width, channels) of the float32 input images, values in [0, 1]
       (`mlp` also takes feature vectors of any shape).
+    num_classes: number of outputs (logits, or regression targets), >= 1.
 
   Returns:
     An uncompiled `keras.Model` named `name`, mapping [batch, *image_shape] float32 images to
@@ -205,7 +205,7 @@ def build_model(name, num_classes, image_shape):
 def has_convolutions(model) -> bool:
   """Whether the model has convolution kernels (trainable variables of rank >= 3).
 
-  Decides what XLA compiles on the CPU (`trainer.compile_plan`). Dense kernels are
+  Decides what XLA compiles on the CPU (`trainer.step.execution`). Dense kernels are
   rank 2, biases and normalisation scales rank 1; Conv1D/2D/3D and depthwise kernels are
   rank 3 to 5.
   """

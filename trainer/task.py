@@ -22,9 +22,9 @@ which runs on the host once per loop, so sums (not means) are what cross replica
 
 import tensorflow as tf
 
-from trainer import plugins
-from trainer.compat import keras
-from trainer.errors import ConfigError
+from trainer.base import plugins
+from trainer.base.compat import keras
+from trainer.base.errors import ConfigError
 
 TASKS = ("classification", "regression")
 

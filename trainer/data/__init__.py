@@ -21,16 +21,19 @@ is reproducible from step 0 but a resumed run does not replay it: it restarts wi
 
 Images of variable size (e.g. imagenet2012) are resized to RESIZE_TO (aspect ratio not kept).
 
-Modules: `info` (names, metadata, the cached TFDS builder), `sampling` (which example where),
+Modules: `info` (DatasetInfo, the TFDS builder), `sources` (which source a name means,
+opened once: `get_dataset_info`), `sampling` (which example where),
 `augment` (pixel ops), `in_memory` and `streaming` (the per-pipeline datasets), `pipelines`
 (the public factories), `digits` (the offline builder, registered on import), `folder`
 (`folder:PATH`, a directory of images per class, decoded into memory once). The constants
 re-exported here are copies: to change one, set it on its own module (e.g. `info`).
+
+May import `trainer.base` only: functions take their settings as arguments, not the config.
 """
 
 from trainer.data.in_memory import batch_at, load_in_memory
-from trainer.data.info import (IN_MEMORY_MAX_BYTES, NO_FLIP, RESIZE_TO, DatasetInfo,
-                               get_dataset_info)
+from trainer.data.info import IN_MEMORY_MAX_BYTES, NO_FLIP, RESIZE_TO, DatasetInfo
+from trainer.data.sources import get_dataset_info
 from trainer.data.pipelines import (device_possible, make_device_batch_fn, make_eval_dataset,
                                     make_train_dataset, replica_update, train_dataset_fn)
 from trainer.data.sampling import example_indices, shard

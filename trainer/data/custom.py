@@ -25,14 +25,19 @@ out of range, an empty split) is one ConfigError line naming `dataset`.
 
 import numpy as np
 
-from trainer import plugins
+from trainer.base import plugins
 from trainer.data.info import DatasetInfo
-from trainer.errors import ConfigError
+from trainer.base.errors import ConfigError, first_line, reason
 
 
 def function_info(name, image_size=0) -> DatasetInfo:
   """The DatasetInfo of `name` = 'package.module:function' (calls the function once)."""
-  result = plugins.load_function("dataset", name)()
+  function = plugins.load_function("dataset", name)
+  try:
+    result = function()
+  except Exception as e:  # pylint: disable=broad-except  (the user's code may raise anything)
+    raise ConfigError(f"dataset: {name!r} raised {first_line(e, 160)} when called; fix the "
+                      f"function (see trainer.data.custom for what it returns)") from None
   if not isinstance(result, dict) or "train" not in result:
     raise ConfigError(f"dataset: {name!r} returned {type(result).__name__}; it must return a "
                       f"dict with 'train' and 'eval' (see trainer.data.custom)")
@@ -51,7 +56,11 @@ def _split(name, result, key):
   value = result[key]
   if not (isinstance(value, (tuple, list)) and len(value) == 2):
     raise ConfigError(f"dataset: {name!r} split {key!r} must be a pair (inputs, labels)")
-  x, y = np.asarray(value[0]), np.asarray(value[1])
+  try:
+    x, y = np.asarray(value[0]), np.asarray(value[1])
+  except ValueError as e:  # ragged: examples of different shapes
+    raise ConfigError(f"dataset: {name!r} split {key!r} is not two arrays ({reason(e, 120)}); "
+                      f"every example must have the same shape") from None
   if len(x) == 0:
     raise ConfigError(f"dataset: {name!r} split {key!r} is empty")
   if len(x) != len(y):
@@ -104,8 +113,8 @@ def _streamed(name, result, eval_key):
   try:
     spec = fns["train"](tf.distribute.InputContext()).element_spec
   except Exception as e:  # pylint: disable=broad-except  (the user's code)
-    raise ConfigError(f"dataset: {name!r}'s train function failed: {type(e).__name__}: "
-                      f"{str(e).splitlines()[0] if str(e) else ''}") from None
+    raise ConfigError(f"dataset: {name!r}'s train function failed: {first_line(e, 160)}"
+                      ) from None
   if not (isinstance(spec, tuple) and len(spec) == 2):
     raise ConfigError(f"dataset: {name!r}'s train function must yield (inputs, labels) "
                       f"batches, got {spec}")

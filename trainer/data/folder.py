@@ -31,29 +31,26 @@ PNG and JPEG, and shuffles the files, so it would add a re-sort and no speed.
 """
 
 import hashlib
-import inspect
 import math
 import os
-import re
 import time
 
 from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from trainer import validate
+from trainer.base import validate
 from trainer.data import augment
 from trainer.data import info as info_lib
-from trainer.errors import ConfigError
+from trainer.base.errors import ConfigError, reason
 
 PREFIX = "folder:"
 DEFAULT_SIZE = 64  # image_size 0
 MAX_SIZE = 1024  # a larger side is a mistake for a dataset held in memory
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 HELD_OUT = ("test", "validation")  # the held-out directory of the split layout, by preference
-# get_dataset_info's default: the only eval_fraction a split layout accepts.
-DEFAULT_EVAL_FRACTION = inspect.signature(
-    info_lib.get_dataset_info).parameters["eval_fraction"].default
+# The only eval_fraction a split layout accepts: the default (configs/default.py's).
+DEFAULT_EVAL_FRACTION = info_lib.DEFAULT_EVAL_FRACTION
 
 
 def folder_info(name: str, image_size: int = 0,
@@ -195,7 +192,7 @@ def _entries(path):
   try:
     names = sorted(n.rstrip("/") for n in tf.io.gfile.listdir(path) if not n.startswith("."))
   except tf.errors.OpError as e:
-    raise ConfigError(f"dataset: cannot list {path} ({e.message.splitlines()[0]})") from None
+    raise ConfigError(f"dataset: cannot list {path} ({reason(e)})") from None
   dirs = [n for n in names if tf.io.gfile.isdir(os.path.join(path, n))]
   return dirs, sorted(set(names) - set(dirs))
 
@@ -271,6 +268,5 @@ def _why(path, shape):
   try:
     load_image(path, shape)
   except tf.errors.OpError as e:
-    message = re.sub(r"\{\{.*?\}\}|\[Op:.*", "", e.message.splitlines()[0]).strip()
-    return message or type(e).__name__
+    return reason(e) or type(e).__name__
   return "it failed in the decoding pass"

@@ -13,7 +13,7 @@ import tensorflow_datasets as tfds
 from trainer.data import augment as augment_lib
 from trainer.data import info as info_lib
 from trainer.data import sampling
-from trainer.errors import ConfigError
+from trainer.base.errors import ConfigError
 
 
 def load_in_memory(info: info_lib.DatasetInfo, split: str = "train",

@@ -1,23 +1,21 @@
-"""Dataset metadata: which dataset a name means, its shapes and sizes, and its TFDS builder.
+"""Dataset metadata: `DatasetInfo` (shapes, sizes, where the examples come from) and TFDS.
 
-Owns the name checks (every user mistake about `dataset` / `data_dir` is reported here, as a
-ConfigError, before any example is read), the one-time preparation of the offline `digits`,
-the choice of split ('train'; 'test', else 'validation', for eval) and the image shape the
-model sees. `get_dataset_info` is cached per (name, data_dir): a process builds each TFDS
-builder once and every pipeline reads through the `builder` its `DatasetInfo` carries.
+Owns the TFDS side of a name (the prepared builder, validated as an image-classification
+dataset; the one-time preparation of the offline `digits`), the choice of split ('train';
+'test', else 'validation', for eval) and the image shape the model sees. Which source a name
+means is `trainer.data.sources`; this module imports no source, the sources import it.
 """
 
 import dataclasses
-import functools
 import math
 
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from trainer import plugins
+from trainer.base.errors import ConfigError
 from trainer.data import digits  # noqa: F401  (registers the 'digits' TFDS builder)
-from trainer.errors import ConfigError
 
+DEFAULT_EVAL_FRACTION = 0.2  # folder: without train/ and test/ (configs/default.py's)
 IN_MEMORY_MAX_BYTES = 2 * 1024**3  # train split as uint8; above this, stream from files
 RESIZE_TO = 224  # side of variable-size images, e.g. imagenet2012
 # Mirroring a digit or letter can turn it into another class (or into no class at all).
@@ -77,52 +75,6 @@ class DatasetInfo:
 SYNTHETIC = DatasetInfo("synthetic", 10, (32, 32, 3), 50_000, 1_000)  # nominal counts
 
 
-def get_dataset_info(name: str, data_dir: str = "", image_size: int = 0,
-                     eval_fraction: float = 0.2) -> DatasetInfo:
-  """Returns the dataset's metadata (prepares `digits` on first use).
-
-  Args:
-    name: a TFDS image-classification name (e.g. mnist, cifar10), 'digits', 'synthetic',
-      'folder:PATH' (a directory of images, one sub-directory per class; `trainer.data.folder`)
-      or 'package.module:function' (your own arrays; `trainer.data.custom`).
-    data_dir: the TFDS data_dir; '' = the TFDS default.
-    image_size: resize images to image_size x image_size; 0 = the dataset's own size (TFDS
-      images of variable size: RESIZE_TO; folder: 64).
-    eval_fraction: folder: datasets without train/ and test/ sub-directories hold out this
-      fraction of each class (a fixed split, the same for every seed).
-
-  Raises:
-    ConfigError: not a name, not an image-classification dataset with uint8 images, not
-      prepared in data_dir (only `digits` is prepared here, from scikit-learn), a plug-in that
-      fails, or an image_size for inputs that are not images.
-  """
-  _check_name(name)  # before the cache: a name that is no string may not even hash
-  return _cached_info(name, data_dir or None, image_size, eval_fraction)
-
-
-@functools.lru_cache(maxsize=None)
-def _cached_info(name, data_dir, image_size, eval_fraction):
-  # pylint: disable=g-import-not-at-top  (sources import this module for DatasetInfo)
-  if name.startswith("folder:"):
-    from trainer.data import folder
-    return folder.folder_info(name, image_size, eval_fraction)
-  if plugins.is_import_path(name):
-    from trainer.data import custom
-    return custom.function_info(name, image_size)
-  if name == "synthetic":
-    if image_size:
-      raise ConfigError("image_size: synthetic data is 32x32; leave image_size at 0")
-    return SYNTHETIC
-  builder = _builder(name, data_dir)
-  return DatasetInfo(
-      name=name,
-      num_classes=int(builder.info.features["label"].num_classes),
-      image_shape=_image_shape(builder, image_size),
-      num_train_examples=int(builder.info.splits[split_name(builder, "train")].num_examples),
-      num_eval_examples=int(builder.info.splits[split_name(builder, "eval")].num_examples),
-      builder=builder)
-
-
 def split_name(builder, which: str) -> str:
   """The builder's split for `which`: 'train', or the held-out 'test', else 'validation'."""
   splits = builder.info.splits
@@ -139,13 +91,7 @@ def base_name(name: str) -> str:
   return name.split("/")[0].split(":")[0]
 
 
-def _check_name(name):
-  if not isinstance(name, str) or not name:
-    raise ConfigError(f"dataset: {name!r} is not a dataset name; use a TFDS image-classification "
-                      "name (e.g. mnist, cifar10), 'digits' or 'synthetic'")
-
-
-def _builder(name, data_dir) -> tfds.core.DatasetBuilder:
+def tfds_builder(name, data_dir) -> tfds.core.DatasetBuilder:
   """The prepared TFDS builder; validates the name and features; prepares only `digits`."""
   try:
     builder = tfds.builder(name, data_dir=data_dir)
@@ -176,7 +122,7 @@ def _builder(name, data_dir) -> tfds.core.DatasetBuilder:
   return builder
 
 
-def _image_shape(builder, image_size=0) -> tuple[int, int, int]:
+def tfds_image_shape(builder, image_size=0) -> tuple[int, int, int]:
   h, w, c = builder.info.features["image"].shape
   if c is None:
     raise ConfigError(f"dataset: {builder.name!r} images have no fixed channel count")

@@ -10,7 +10,7 @@ the global batch is a positive integer that the replicas divide.
 from absl import logging
 import tensorflow as tf
 
-from trainer.compat import LEGACY_KERAS
+from trainer.base.compat import LEGACY_KERAS
 from trainer.data import augment
 from trainer.data import in_memory
 from trainer.data import streaming

@@ -1,0 +1,60 @@
+"""The checks of the fields that need nothing else (no dataset, strategy or model): ranges,
+types and names. Each raises a ConfigError naming the field."""
+
+from trainer.base import validate
+from trainer.base.choices import INPUT_MODES, OPTIMIZERS, PRECISIONS
+from trainer.base.errors import ConfigError
+from trainer.config.settle import get
+
+
+def _int(config, field, minimum):
+  return validate.integer(field, get(config, field), minimum)
+
+
+def _number(config, field, minimum=0.0):
+  return validate.number(field, get(config, field), minimum)
+
+
+def check_fields(config):
+  """Checks every field that needs no dataset, strategy or model registry. Raises ConfigError.
+
+  The model and task names are checked where they are looked up, the dataset where it is
+  opened, the schedule's rates and shapes where its durations are resolved
+  (`trainer.config.spec.resolve`), all before anything is written.
+  """
+  if not isinstance(config.dataset, str) or not config.dataset:
+    raise ConfigError(f"dataset: must be a TFDS name, 'digits' or 'synthetic', "
+                      f"got {config.dataset!r}")
+  if not isinstance(config.model, str) or not config.model:
+    raise ConfigError(f"model: must be a model name, got {config.model!r}")
+  if not isinstance(config.task, str) or not config.task:
+    raise ConfigError(f"task: must be a task name, got {config.task!r}")
+  _int(config, "image_size", 0)
+  if not 0 < _number(config, "eval_fraction") < 1:
+    raise ConfigError(f"eval_fraction: must be in (0, 1), got {config.eval_fraction!r}")
+  _int(config, "global_batch_size", 1)
+  _int(config, "grad_accum_steps", 1)
+  decay = config.ema_decay
+  if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 <= decay < 1:
+    raise ConfigError(f"ema_decay: must be in [0, 1) (0 = off, e.g. 0.999), got "
+                      f"{config.ema_decay!r}")
+  if not isinstance(config.ema_warmup, bool):
+    raise ConfigError(f"ema_warmup: must be True or False, got {config.ema_warmup!r}")
+  total = _int(config, "total_steps", 0)
+  if total == 0 and not _number(config, "num_epochs") > 0:
+    raise ConfigError("total_steps: is 0, so num_epochs must be > 0 (give one of the two)")
+  _int(config, "steps_per_loop", 1)  # the longest host call; loops land on evals/checkpoints
+  _int(config, "eval_every", 0)
+  _int(config, "checkpoint_every", 0)
+  _int(config, "max_checkpoints", 1)
+  _int(config, "seed", 0)
+  validate.choice("mixed_precision", config.mixed_precision, PRECISIONS)
+  validate.choice("input_mode", config.input_mode, INPUT_MODES)
+  validate.choice("optimizer.name", config.optimizer.name, OPTIMIZERS)
+  for field in ("optimizer.weight_decay", "optimizer.momentum", "optimizer.clipnorm"):
+    _number(config, field)
+  for field in ("optimizer.beta_1", "optimizer.beta_2"):
+    if not _number(config, field) < 1:
+      raise ConfigError(f"{field}: must be in [0, 1), got {get(config, field)!r}")
+  for field in ("hold", "warmup_steps", "cooldown_steps", "base_batch_size", "rsqrt_timescale"):
+    _int(config, f"schedule.{field}", 0)

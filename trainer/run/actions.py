@@ -1,0 +1,67 @@
+"""What happens after a train loop or an eval: a list of small objects, not code in the loop.
+
+As Orbit's `train_actions` / `eval_actions`: the `Controller` calls every train action after
+each train loop (with that loop's mean metrics) and every eval action after each eval (with
+its metrics), in order, on every worker, once the summaries are written. An action sees the
+step, the metrics, the checkpointer and whether this process is the chief, and may ask the
+run to stop (`event.stop(reason)`): the controller then checkpoints the step reached, runs
+the final eval and returns as a finished run does (exit 0, the export written).
+
+  class StopAtAccuracy:
+    def __init__(self, target):
+      self.target = target
+
+    def __call__(self, event):
+      if event.metrics.get("accuracy", 0.0) >= self.target:
+        event.stop(f"eval accuracy {event.metrics['accuracy']:.3f} >= {self.target}")
+
+  train_and_evaluate(config, workdir, eval_actions=[StopAtAccuracy(0.97)])
+
+Every worker runs the same actions on the same all-reduced metrics, so a decision made from
+them is the same everywhere; write files on the chief only (`event.chief`).
+"""
+
+import dataclasses
+import os
+
+from trainer.rundir import files, layout
+
+
+@dataclasses.dataclass
+class Event:
+  """What an action sees after a train loop (`split` 'train') or an eval ('eval')."""
+
+  split: str
+  step: int  # the global step reached
+  metrics: dict  # the loop's mean train metrics, or the eval's
+  checkpointer: object  # the run's `trainer.run.checkpoints.Checkpointer`
+  chief: bool  # whether this process writes the workdir
+  written: bool = True  # False: already in the history (a finished run's final eval, rerun)
+  final: bool = False  # the eval at the end of the run
+  stop_reason: str = ""
+
+  @property
+  def workdir(self):
+    return self.checkpointer.workdir
+
+  def stop(self, reason):
+    """Asks the run to stop after this loop or eval, as a finished run (the first reason
+    given is kept)."""
+    self.stop_reason = self.stop_reason or str(reason)
+
+
+def run_all(actions, event):
+  """Calls each action on `event`, in order; returns the stop reason asked for ('' = none)."""
+  for action in actions:
+    action(event)
+  return event.stop_reason
+
+
+class WriteCurves:
+  """An eval action: redraws workdir/curves.png from the run's history (chief only)."""
+
+  def __call__(self, event):
+    if event.chief and event.written:
+      from trainer.run import curves  # pylint: disable=g-import-not-at-top  (matplotlib)
+      files.write_atomically(os.path.join(event.workdir, layout.CURVES_PNG),
+                             curves.render_png(curves.plot_runs([event.workdir])))

@@ -1,0 +1,206 @@
+"""What a person reads while a run trains, and keeping TensorFlow's chatter out of it.
+
+On a terminal the chief shows one live line (step/total, loss, learning rate, examples/s, ETA)
+redrawn in place, with eval results as lines of their own; elsewhere (CI, log files, a TPU
+VM's ssh output) it writes plain absl lines, a train line at most every `log_every` seconds.
+
+TF's own INFO lines from Python (checkpoint sharding, TFDS dataset construction, ...) and the
+known harmless warnings are hidden unless `--verbosity=1` (or `-v`): `quiet_tf` filters the
+absl handler and Python warnings; `startup_lines_hidden` catches the C++ lines TF prints while
+it starts, before absl's C++ logging is initialised (TF_CPP_MIN_LOG_LEVEL does not reach
+those). What TF's C++ side prints later cannot be filtered from Python (README: Console).
+"""
+
+import contextlib
+import io
+import logging as std_logging
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+
+from absl import logging
+
+# Lines TF prints on every start on a machine without GPUs, and once per process when the
+# first distributed iterator is made: harmless, and noise before every one-line error.
+HARMLESS = re.compile("|".join((
+    r"All log messages before absl::InitializeLog\(\) is called",
+    r"port\.cc:\d+\] oneDNN custom operations are on",
+    r"cudart_stub\.cc:\d+\] Could not find cuda drivers",
+    r"cpu_feature_guard\.cc:\d+\] This TensorFlow binary is optimized",
+    r"^To enable the following instructions: .* rebuild TensorFlow",
+    r"cuda_(platform|executor|driver)\.cc:\d+\] failed call to cuInit",
+    r"dataset\.cc:\d+\] Input of GeneratorDatasetOp::Dataset will not be optimized",
+)))
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # trainer/
+
+
+class _OnlyOurInfo(std_logging.Filter):
+  """Passes warnings and errors from anyone, INFO only from the trainer itself."""
+
+  def filter(self, record):
+    return (record.levelno >= std_logging.WARNING
+            or os.path.abspath(record.pathname).startswith(_PACKAGE))
+
+
+def quiet_tf(verbose=False):
+  """Hides TF's Python INFO lines and known harmless Python warnings (not when verbose)."""
+  if verbose:
+    return
+  # TF's distributed iterators read tf.data options in graph mode; harmless (dataset_ops.py).
+  warnings.filterwarnings("ignore", message=r"To make it possible to preserve tf\.data options")
+  handler = logging.get_absl_handler()
+  if not any(isinstance(f, _OnlyOurInfo) for f in handler.filters):
+    handler.addFilter(_OnlyOurInfo())
+
+
+@contextlib.contextmanager
+def startup_lines_hidden(verbose=False):
+  """Within the block, stderr (the file descriptor, C++ included) goes to a temporary file;
+  afterwards every line of it is replayed except the `HARMLESS` ones. Keep the block short
+  (TF's import and strategy set-up): nothing written inside it shows until it ends."""
+  if verbose:
+    yield
+    return
+  sys.stderr.flush()
+  saved = os.dup(2)
+  with tempfile.TemporaryFile() as tmp:
+    os.dup2(tmp.fileno(), 2)
+    try:
+      yield
+    finally:
+      sys.stderr.flush()
+      os.dup2(saved, 2)
+      os.close(saved)
+      tmp.seek(0)
+      for line in tmp.read().decode(errors="replace").splitlines(keepends=True):
+        if not HARMLESS.search(line):
+          sys.stderr.write(line)
+      sys.stderr.flush()
+
+
+def duration(seconds):
+  seconds = int(round(seconds))
+  return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def rate(value):
+  """A rate for people: 950, 25.7k, 2.65M."""
+  if value >= 1e6:
+    return f"{value / 1e6:.3g}M"
+  return f"{value / 1000:.1f}k" if value >= 1000 else f"{value:.0f}"
+
+
+class Console:
+  """The run's human-readable output (chief only).
+
+  Args:
+    total_steps: the run's length in global steps.
+    enabled: False on non-chief workers: nothing is shown.
+    tty: whether to draw the live line; default: stdout is a terminal.
+    log_every: off a terminal, seconds between train lines (evals are always shown).
+    clock: seconds, monotonic (tests pass a fake).
+  """
+
+  def __init__(self, total_steps, enabled=True, tty=None, log_every=30.0, clock=time.monotonic):
+    self.total = total_steps
+    self._enabled = enabled
+    self._tty = enabled and (sys.stdout.isatty() if tty is None else tty)
+    self._log_every = log_every
+    self._clock = clock
+    self._origin = None  # (time, step) of the first train line: ETA excludes compilation
+    self._last_log = None
+    self._live = False
+
+  def eta(self, step):
+    """Seconds left at `step` from the rate since the first loop, or None before it."""
+    if self._origin is None or step <= self._origin[1]:
+      return None
+    t0, s0 = self._origin
+    return (self.total - step) * (self._clock() - t0) / (step - s0)
+
+  def train(self, step, scalars):
+    if not self._enabled:
+      return
+    now = self._clock()
+    if self._origin is None:
+      self._origin = (now, step)
+    eta = self.eta(step)
+    parts = [f"step {step}/{self.total}"]
+    for name, label, fmt in (("loss", "loss", "{:.4g}"), ("learning_rate", "lr", "{:.3g}")):
+      if name in scalars:
+        parts.append(f"{label} {fmt.format(scalars[name])}")
+    if "examples_per_sec" in scalars:
+      parts.append(f"{rate(scalars['examples_per_sec'])} ex/s")
+    parts.append(f"ETA {duration(eta) if eta is not None else '--'}")
+    if self._tty:
+      width = shutil.get_terminal_size((100, 20)).columns - 1
+      sys.stdout.write("\r" + "  ".join(parts)[:width] + "\033[K")
+      sys.stdout.flush()
+      self._live = True
+    elif (self._last_log is None or now - self._last_log >= self._log_every
+          or step >= self.total):
+      self._last_log = now
+      logging.info("train %s", ", ".join(parts))
+
+  def eval(self, step, scalars):
+    if not self._enabled:
+      return
+    text = ", ".join(f"{k} {v:.4g}" for k, v in scalars.items())
+    self.line(f"eval step {step}/{self.total}: {text}")
+
+  def line(self, text):
+    """A line of its own (below the live line on a terminal, an absl line elsewhere)."""
+    if not self._enabled:
+      return
+    if self._tty:
+      self._end_live()
+      sys.stdout.write(text + "\n")
+      sys.stdout.flush()
+    else:
+      logging.info("%s", text)
+
+  def _end_live(self):
+    if self._live:  # the live line stays above, as the train state the line below belongs to
+      sys.stdout.write("\n")
+      self._live = False
+
+  def close(self):
+    if self._tty:
+      self._end_live()
+      sys.stdout.flush()
+
+
+@contextlib.contextmanager
+def quiet_saving():
+  """What Keras prints while saving ('Saved artifact at ...', tf_keras's endpoint listing)
+  and warns about (tf_keras: "Model's `__init__()` arguments contain non-serializable
+  objects", three times per save) goes nowhere: the export's own warning says what failed."""
+  tf_logger = std_logging.getLogger("tensorflow")
+  level = tf_logger.level
+  tf_logger.setLevel(std_logging.ERROR)
+  try:
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+      warnings.simplefilter("ignore")
+      yield
+  finally:
+    tf_logger.setLevel(level)
+
+
+def end_summary(result, workdir, seconds):
+  """The lines a run ends with on the chief: the step, time and rates, the final and best
+  eval, and where the files are (`result` from `train_and_evaluate`)."""
+  final = ", ".join(f"{k} {v:.4g}" for k, v in result.items()
+                    if isinstance(v, float) and k not in ("examples_per_sec",))
+  print(f"done: step {result['step']} in {duration(seconds)}, "
+        f"{rate(result['examples_per_sec'])} examples/s (mean of this run's loops)")
+  if result.get("stopped"):
+    print(f"stopped early at step {result['step']}: {result['stopped']}")
+  best = result["best"]
+  print(f"eval: {final} (final)" + (f"; best {best[0]} {best[2]:.4g} at step {best[1]}"
+                                    if best else ""))
+  print(f"results in {workdir}: config.json, curves.png, schedule.png, checkpoints/, train/, "
+        f"eval/, export/; watch with: tensorboard --logdir {workdir}")

@@ -1,0 +1,276 @@
+"""The trained model out: `workdir/export/`, written by the chief at the end of a run.
+
+  export/model.keras    the model as trained (float32 inputs as the trainer feeds them: images
+                        in [0, 1]; the task's raw outputs, e.g. logits), compiled with the run's
+                        optimizer (unwrapped from a LossScaleOptimizer) and the task's Keras
+                        loss, so the optimizer carries the schedule and `iterations` (the global
+                        step): `model.fit` on it continues at lr(iterations). Loads with plain
+                        `keras.models.load_model(path)` once `trainer.schedules` is imported
+                        (it registers WarmupCosineDecay; without it both Keras 3 and tf_keras
+                        refuse the file: Keras 3 imports no module of a custom object, and
+                        tf_keras's optimizer does not find the schedule), under the default
+                        dtype policy (see `_write_keras` for mixed_float16).
+  export/serving/       a TF SavedModel whose `serving_default` signature maps raw inputs, as
+                        the dataset stores them (uint8 images [None, H, W, C], or float32
+                        features), named `inputs`, to the task's serving outputs
+                        (`Task.serving_key`: `probabilities` for classification,
+                        `predictions` for regression), for TF Serving and
+                        `tf.saved_model.load`. Written with `keras.export.ExportArchive` (Keras
+                        3; tf_keras has the same class with the same calls).
+  export/export.json    what was written: the global step, the task, the signature, and for a
+                        part that could not be written, why. Written last: its presence marks
+                        a complete export.
+
+Atomic: everything is written into a temporary sibling (`workdir/export.tmp-*`) and then
+renamed to `export/`, so a reader sees no `export/`, the previous complete one, or the new
+complete one; never half of one (see `trainer.rundir.files.publish_directory` for what gs://
+can and cannot promise).
+
+With `config.ema_decay` the export holds the moving average of the weights (`trainer.ema`;
+export.json says `"weights": "ema (decay ...)"`), the weights the run evaluated as `ema_*`;
+the raw weights stay in the checkpoints.
+
+The export is made from a fresh copy of the model built outside the strategy (the config's
+model function called again under the run's dtype policy, then the trained weights and
+optimizer state copied in), so it holds plain variables whatever strategy trained it. Every
+worker reads the values (sync-on-read variables need all of them); only the chief writes.
+
+A model that cannot be saved as `.keras` (a subclassed model without `get_config` or not
+registered with `@keras.saving.register_keras_serializable()`) does not fail the run: the
+checkpoint is intact, `serving/` is still written, and one warning says what to add.
+"""
+
+import contextlib
+import json
+import os
+import uuid
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+
+from trainer import models
+from trainer.base.compat import LEGACY_KERAS, keras, unwrap_optimizer
+from trainer.base.errors import first_line
+from trainer.data import augment
+from trainer.distribute.precision import global_policy
+from trainer.run import console
+from trainer.rundir import files as workdir_lib
+from trainer.rundir import layout
+from trainer.rundir.layout import EXPORT as EXPORT_DIR, MANIFEST, MODEL_FILE, SERVING_DIR
+
+INPUT_NAME = "inputs"  # the serving signature's input
+
+REGISTER_ADVICE = (
+    "decorate the model class with @keras.saving.register_keras_serializable() and give it a "
+    "get_config() returning its constructor arguments (and from_config if they are not plain "
+    "values); load it in a process that imports the class's module")
+
+
+def export_dir(workdir):
+  return os.path.join(workdir, EXPORT_DIR)
+
+
+def read_manifest(workdir):
+  """The complete export's export.json as a dict, or None (no export, or an incomplete one)."""
+  path = os.path.join(export_dir(workdir), MANIFEST)
+  try:
+    with tf.io.gfile.GFile(path) as f:
+      manifest = json.loads(f.read())
+  except (tf.errors.OpError, ValueError):
+    return None
+  return manifest if isinstance(manifest, dict) and "step" in manifest else None
+
+
+def serving_key(task):
+  """The serving signature's output name for `task` (`Task.serving_key`, else 'outputs')."""
+  return getattr(task, "serving_key", None) or "outputs"
+
+
+def write(parts, workdir, chief=True, keep_current=True):
+  """Exports the model of `parts` at its current global step to `workdir/export/`.
+
+  Call it on every worker, outside `strategy.scope()`, under no particular dtype policy: the
+  values are read on all workers (sync-on-read variables all-reduce), the copy is built under
+  `parts.policy`, and only the chief writes. Never raises for a model that cannot be saved
+  or a write that fails: it logs one warning saying what was not written and why.
+
+  Args:
+    parts: the run's `trainer.step.build.Parts` (trained or restored).
+    workdir: the run's directory (local, gs://, ...).
+    chief: whether this worker writes (`trainer.distribute.strategy.is_chief`).
+    keep_current: keep an existing complete export of the same global step (a finished run
+      started again) instead of writing it again.
+
+  Returns:
+    On the chief, the manifest of the export now in `workdir/export` (None if nothing could
+    be written); None on other workers.
+  """
+  try:
+    step = int(parts.optimizer.iterations.numpy())
+    snapshot = _Snapshot(parts)  # on every worker, in the same order
+  except Exception as e:  # pylint: disable=broad-except  (the same on every worker)
+    if chief:
+      logging.warning("export: nothing written to %s: cannot read the model's variables (%s)",
+                      export_dir(workdir), first_line(e, 300))
+    return None
+  if not chief:
+    return None
+  current = read_manifest(workdir)
+  if (keep_current and current and current.get("step") == step
+      and not current.get("not_written")):
+    logging.info("export: %s is already the model at step %d; kept", export_dir(workdir), step)
+    return current
+  try:
+    return _write(parts, snapshot, workdir, step)
+  except Exception as e:  # pylint: disable=broad-except  (the run itself has succeeded)
+    logging.warning("export: nothing written to %s (%s); the checkpoints in %s are intact",
+                    export_dir(workdir), first_line(e, 300), layout.checkpoint_dir(workdir))
+    return None
+
+
+class _Snapshot:
+  """The values of the model's weights and of the (unwrapped) optimizer's variables."""
+
+  def __init__(self, parts):
+    ema = parts.learner.ema  # the averaged weights are the ones to serve (raw: checkpoints)
+    with ema.swapped() if ema is not None else contextlib.nullcontext():
+      self.weights = parts.model.get_weights()
+    self.averaged = ema is not None
+    self.optimizer = unwrap_optimizer(parts.optimizer)
+    self.optimizer_values = [np.asarray(v.numpy()) for v in _optimizer_variables(self.optimizer)]
+
+
+def _optimizer_variables(optimizer):
+  variables = optimizer.variables
+  return list(variables() if callable(variables) else variables)
+
+
+def _write(parts, snapshot, workdir, step):
+  final = export_dir(workdir)
+  _remove_leftovers(workdir)
+  tmp = os.path.join(workdir, f"{layout.EXPORT_TMP}{uuid.uuid4().hex[:8]}")
+  tf.io.gfile.makedirs(tmp)
+  try:
+    manifest, problems = _write_parts(parts, snapshot, tmp, step)
+    if not manifest["written"]:
+      logging.warning("export: nothing written (%s); the checkpoints in %s are intact%s",
+                      "; ".join(problems), layout.checkpoint_dir(workdir),
+                      "" if read_manifest(workdir) is None else
+                      f"; {final} still holds the export of an earlier step")
+      return None
+    with tf.io.gfile.GFile(os.path.join(tmp, MANIFEST), "w") as f:  # last: marks it complete
+      f.write(json.dumps(manifest, indent=2, sort_keys=True))
+    workdir_lib.publish_directory(tmp, final, MANIFEST, layout.EXPORT_OLD)
+  finally:
+    if tf.io.gfile.exists(tmp):
+      workdir_lib.remove(tmp)
+  if problems:
+    logging.warning("export: %s; wrote %s", "; ".join(problems),
+                    ", ".join(os.path.join(final, p) for p in manifest["written"]))
+  else:
+    logging.info("export: %s (step %d)", ", ".join(
+        os.path.join(final, p) for p in manifest["written"]), step)
+  return manifest
+
+
+def _write_parts(parts, snapshot, tmp, step):
+  """Writes model.keras and serving/ into `tmp`; returns (manifest, [problem lines])."""
+  info, task = parts.info, parts.task
+  dtype = "uint8" if info.input_dtype == "uint8" else "float32"
+  manifest = {
+      "step": step, "task": parts.config.task, "model": parts.config.model,
+      "dataset": parts.config.dataset, "dtype_policy": parts.policy,
+      "weights": (f"ema (decay {parts.config.ema_decay})" if snapshot.averaged else "raw"),
+      "keras": keras.__version__,
+      "serving": {"signature": "serving_default", "input": INPUT_NAME,
+                  "input_dtype": dtype, "input_shape": [None, *info.input_shape],
+                  "output": serving_key(task)},
+      "written": [], "not_written": {}}
+  problems = []
+  with global_policy(parts.policy):
+    model = _copy(parts, snapshot)
+    try:
+      _write_keras(model, parts, snapshot, os.path.join(tmp, MODEL_FILE), step)
+      manifest["written"].append(MODEL_FILE)
+    except Exception as e:  # pylint: disable=broad-except  (a user's model may not save)
+      reason = first_line(e, 300)
+      manifest["not_written"][MODEL_FILE] = reason
+      problems.append(f"{MODEL_FILE} not written: the model cannot be saved and loaded back as "
+                      f".keras ({reason}); to get it, {REGISTER_ADVICE}")
+      if tf.io.gfile.exists(os.path.join(tmp, MODEL_FILE)):
+        tf.io.gfile.remove(os.path.join(tmp, MODEL_FILE))
+    try:
+      _write_serving(model, task, dtype, info.input_shape, os.path.join(tmp, SERVING_DIR))
+      manifest["written"].append(SERVING_DIR)
+    except Exception as e:  # pylint: disable=broad-except
+      reason = first_line(e, 300)
+      manifest["not_written"][SERVING_DIR] = reason
+      problems.append(f"{SERVING_DIR}/ not written: the model cannot be exported as a "
+                      f"SavedModel ({reason})")
+      if tf.io.gfile.exists(os.path.join(tmp, SERVING_DIR)):
+        workdir_lib.remove(os.path.join(tmp, SERVING_DIR))
+  return manifest, problems
+
+
+def _copy(parts, snapshot):
+  """The config's model built again outside the strategy, holding the trained weights."""
+  model = models.build(parts.config.model, parts.info.input_shape, parts.spec.num_outputs,
+                       fn=parts.spec.model_fn)
+  model.set_weights(snapshot.weights)
+  return model
+
+
+def _write_keras(model, parts, snapshot, path, step):
+  """model.keras: compiled with a copy of the run's optimizer holding its state; checked by
+  loading it back (the in-process load sees the classes this process registered)."""
+  original = snapshot.optimizer
+  optimizer = type(original).from_config(original.get_config())
+  optimizer.build(model.trainable_variables)
+  variables = _optimizer_variables(optimizer)
+  shapes = [tuple(v.shape) for v in variables]
+  if shapes != [tuple(v.shape) for v in snapshot.optimizer_values]:
+    raise ValueError(f"the optimizer copy has variables of shapes {shapes}, the run's "
+                     f"{[tuple(v.shape) for v in snapshot.optimizer_values]}")
+  for variable, value in zip(variables, snapshot.optimizer_values):
+    variable.assign(value)
+  # Keras 3 would wrap the optimizer of a mixed_float16 model in a LossScaleOptimizer here;
+  # unwrapped, the file loads with its optimizer state under the default policy, as a fresh
+  # process loads it (tf_keras saves and loads the wrapper whatever the policy).
+  model.compile(optimizer=optimizer, loss=parts.task.keras_loss(),
+                **({} if LEGACY_KERAS else {"auto_scale_loss": False}))
+  with console.quiet_saving():
+    model.save(path)
+    with global_policy("float32"):  # as a fresh process loads it
+      loaded = keras.models.load_model(path)
+  if loaded.optimizer is None:
+    raise ValueError("it loads without its optimizer")
+  loaded_step = int(unwrap_optimizer(loaded.optimizer).iterations.numpy())
+  if loaded_step != step:
+    raise ValueError(f"it loads at optimizer step {loaded_step}, not {step}")
+
+
+def _write_serving(model, task, dtype, input_shape, path):
+  """serving/: `serving_default(inputs)` -> {serving_key: task.serving_outputs(model(x))}."""
+  key = serving_key(task)
+
+  def serve(inputs):
+    outputs = model(augment.to_float(inputs), training=False)
+    return {key: task.serving_outputs(outputs)}
+
+  spec = tf.TensorSpec([None, *input_shape], getattr(tf, dtype), name=INPUT_NAME)
+  archive = keras.export.ExportArchive()
+  archive.track(model)
+  archive.add_endpoint("serving_default", serve, input_signature=[spec])
+  with console.quiet_saving():
+    if LEGACY_KERAS:
+      archive.write_out(path)
+    else:
+      archive.write_out(path, verbose=False)
+
+
+def _remove_leftovers(workdir):
+  """Temporary and replaced exports of a process that died while exporting."""
+  for pattern in (layout.EXPORT_TMP + "*", layout.EXPORT_OLD + "*"):
+    for path in tf.io.gfile.glob(os.path.join(workdir, pattern)):
+      workdir_lib.remove(path)

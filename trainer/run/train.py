@@ -1,0 +1,129 @@
+"""`train_and_evaluate(config, workdir)`: one run, from a config to its final eval and export.
+
+It reads top to bottom, and the order is the contract: the config is resolved (every check
+that can fail on user input: `trainer.config.resolve`) and the workdir checked before
+anything is written; the workdir's lock is taken (it leaves nothing behind when a user
+mistake stops the run) before the resume check reads config.json; then the parts are built,
+the latest checkpoint restored, `config.json` and `schedule.png` written, the `Controller`
+trains, and a run that finished (or that an action stopped) ends with `workdir/export/`.
+"""
+
+import os
+
+from absl import logging
+
+from trainer import config as config_lib
+from trainer.base import preemption
+from trainer.distribute import strategy as strategy_lib
+from trainer.distribute.precision import global_policy
+from trainer.rundir import files, layout, lock, resume
+from trainer.rundir.history import read_scalars
+from trainer.run import actions as actions_lib
+from trainer.run import checkpoints, console, controller, export, summaries
+from trainer.schedules import picture
+from trainer.step import build
+
+
+def train_and_evaluate(config, workdir, strategy=None, allow_config_change=False,
+                       force_unlock=False, train_actions=(), eval_actions=()):
+  """Trains `config` in `workdir`, resuming from its latest checkpoint, and evaluates.
+
+  Args:
+    config: an ml_collections ConfigDict shaped like configs/default.py (settled here: of
+      each duration group the member set to a value other than configs/default.py's wins,
+      `trainer.config.settle`; use `trainer.config.override(...)` to say which field you
+      gave last, as the command line does), or a `trainer.config.RunSpec` already resolved
+      for `strategy` (as `trainer.main` passes).
+    workdir: where checkpoints, TensorBoard events, config.json and schedule.png go (local
+      or gs://). Only the chief writes there.
+    strategy: a tf.distribute strategy; default `trainer.distribute.get_strategy('auto')`.
+    allow_config_change: resume even if the config differs from workdir/config.json in
+      fields that change the run (see `trainer.rundir.resume`).
+    force_unlock: take over a gs:// workdir's lease that is not stale yet (its run is known
+      to be dead; see `trainer.rundir.lock.Lock`).
+    train_actions, eval_actions: called after each train loop / eval, after the run's own
+      (`trainer.run.actions`); one may stop the run.
+
+  Returns:
+    A dict with the final global `step`, the final eval metrics (`loss` and the task's:
+    `accuracy`; `mse`, `mae`, `r2`), the mean `examples_per_sec` of the steps this call
+    trained (0 if none), `best`: (metric, step, value) of the task's best eval so far (None
+    off the chief), and `stopped`: the reason an action stopped the run ('' if none).
+
+  Raises:
+    ConfigError: a bad config, before anything is written to `workdir`.
+    NonFiniteLossError: the training loss became NaN or infinite; the last checkpoint
+      written is the last good one.
+    Preempted: SIGTERM arrived; a checkpoint of the current step was written.
+    CheckpointError: a checkpoint could not be written or none can be read.
+  """
+  strategy = strategy or strategy_lib.get_strategy("auto")
+  spec = (config if isinstance(config, config_lib.RunSpec)
+          else config_lib.resolve(config_lib.settle(config), strategy))
+  files.check_writable(workdir)
+  chief = strategy_lib.is_chief(strategy)
+  logging.info("%s; %s; precision %s; plan %s", strategy_lib.describe(strategy), spec.info,
+               spec.policy, spec.plan)
+
+  # One run per workdir: the lock comes before anything of the workdir is read or written.
+  with (lock.Lock(workdir, chief, force_unlock) as held, global_policy(spec.policy),
+        preemption.Watcher(strategy) as watcher):
+    # takes_over: this config takes over a workdir config.json says is another run's.
+    decision = resume.check_resume(workdir, spec, allow_config_change)
+    parts = build.build(spec, strategy)
+    ckpt = checkpoints.Checkpointer(workdir, strategy, spec.config.max_checkpoints,
+                                    **parts.trackables())
+    ckpt.restore_latest()
+    start_step = int(parts.optimizer.iterations.numpy())
+    runner = build.make_runner(parts, start_step=start_step)
+    logging.info("%s", parts.execution.describe())
+    if chief and not decision.takes_over:
+      _write_run_files(workdir, spec, decision.schedules)
+
+    def first_loop_done():  # start-up is over; a config that took over is the run's now
+      watcher.started()
+      if chief and decision.takes_over:
+        _write_run_files(workdir, spec, decision.schedules)
+
+    plan = spec.plan
+    writer = summaries.Summaries(workdir, chief, console.Console(plan.total_steps, chief),
+                                 resume_step=start_step)
+    cadence = controller.Cadence(plan.total_steps, spec.config.steps_per_loop,
+                                 spec.config.eval_every, spec.config.checkpoint_every)
+    control = controller.Controller(
+        cadence, runner, ckpt, writer, watcher, parts.schedule, spec.config.global_batch_size,
+        train_actions=train_actions,
+        eval_actions=[actions_lib.WriteCurves(), *eval_actions], chief=chief,
+        guard=held.check, after_first_loop=first_loop_done)
+    try:
+      result = control.run()
+    finally:
+      writer.close()
+    # Only a run that finished, or that an action stopped, gets here (preemption and NaN
+    # raise): the model out.
+    held.check()
+    export.write(parts, workdir, chief)
+  best = _best(workdir, spec.task.best) if chief else None
+  return {**result, "examples_per_sec": control.examples_per_sec, "best": best,
+          "stopped": control.stop_reason}
+
+
+def _write_run_files(workdir, spec, schedules=None):
+  """config.json (the config, its plan in global steps and, after a change, every schedule
+  the run used) and schedule.png (the LR curve)."""
+  files.makedirs(workdir)
+  extra = {"schedules": schedules} if schedules else {}
+  files.write_atomically(os.path.join(workdir, layout.CONFIG),
+                         config_lib.to_json(spec.config, spec.plan, **extra))
+  files.write_atomically(os.path.join(workdir, layout.SCHEDULE_PNG),
+                         picture.render_png(picture.plot_args(spec.schedule.args)))
+
+
+def _best(workdir, best):
+  """(metric, step, value) of the best eval of the run's history (`Task.best`), or None."""
+  metric, mode = best
+  history = read_scalars(workdir, layout.EVAL, metric)
+  if not history:
+    return None
+  step = (max if mode == "max" else min)(history, key=history.get)
+  return metric, step, history[step]
