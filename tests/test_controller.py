@@ -114,10 +114,15 @@ class FakeCheckpointer:
 class FakeSummaries:
 
   def __init__(self):
-    self.written = []
+    self.written, self.shown, self.series = [], [], []
 
-  def write(self, split, step, scalars):
+  def write(self, split, step, scalars, shown=None):
     self.written.append((split, step, dict(scalars)))
+    self.shown.append((split, step, dict(shown or {})))
+    return True
+
+  def write_series(self, split, tag, steps, values):
+    self.series.extend((split, tag, int(s), float(v)) for s, v in zip(steps, values))
 
   def steps(self, split):
     return [step for s, step, _ in self.written if s == split]
@@ -182,15 +187,20 @@ def test_run_evaluates_on_the_interval_and_once_at_the_end():
   assert result == {"step": 24, "loss": 0.25, "accuracy": 0.9}  # the final eval's metrics
 
 
-def test_run_logs_each_loop_with_the_learning_rate_of_the_step_reached():
-  controller, _, _, writer = _controller(Cadence(8, 4, 0, 0))
+def test_run_logs_each_loop_and_the_learning_rate_of_every_step():
+  controller, _, _, writer = _controller(Cadence(8, 4, 0, 0), start=1)
   controller.run()
   train_rows = [(step, scalars) for split, step, scalars in writer.written if split == "train"]
-  assert [step for step, _ in train_rows] == [4, 8]
+  assert [step for step, _ in train_rows] == [5, 8]  # loops of 4 from step 1, to the end
   for step, scalars in train_rows:
     assert scalars["loss"] == 0.5 and scalars["accuracy"] == 0.75
-    assert scalars["learning_rate"] == pytest.approx(0.001 * step)
-    assert scalars["examples_per_sec"] > 0
+    assert "learning_rate" not in scalars and scalars["examples_per_sec"] > 0
+  # Every step's rate (the rate its update used), from the step resumed at on.
+  assert [(s, v) for _, _, s, v in writer.series] == [
+      (s, pytest.approx(0.001 * s)) for s in range(1, 8)]
+  assert {split for split, *_ in writer.series} == {"train"}
+  assert [(step, shown["learning_rate"]) for split, step, shown in writer.shown
+          if split == "train"] == [(5, pytest.approx(0.005)), (8, pytest.approx(0.008))]
 
 
 def test_run_at_the_end_already_only_evaluates():

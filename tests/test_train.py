@@ -44,7 +44,7 @@ def test_writes_go_through_tf_filesystems_so_gcs_works(data_dir):
                            workdir, cpu())
   assert tf.io.gfile.exists(workdir + "/config.json")
   assert tf.io.gfile.GFile(workdir + "/schedule.png", "rb").read(4) == b"\x89PNG"
-  assert set(read_scalars(workdir, "train", "learning_rate")) == {4, 8}
+  assert set(read_scalars(workdir, "train", "learning_rate")) == set(range(8))
   assert os.path.basename(tf.train.latest_checkpoint(workdir + "/checkpoints")) == "ckpt-8"
   assert not os.path.exists("ram:")  # nothing leaked onto the local disk
 

@@ -13,6 +13,7 @@ import math
 import time
 
 from absl import logging
+import numpy as np
 
 from trainer.base.errors import Interrupted, NonFiniteLossError, Preempted
 from trainer.run import actions as actions_lib
@@ -51,7 +52,8 @@ class Controller:
     checkpointer: a `checkpoints.Checkpointer` of the runner's model and optimizer.
     summaries: a `summaries.Summaries`.
     watcher: a `preemption.Watcher` (entered).
-    learning_rate: global step -> the learning rate the next update uses (for the logs).
+    learning_rate: global steps (a NumPy array) -> the learning rate each step's update used
+      (logged at every step, from the host: nothing is read back from the loop for it).
     global_batch_size: examples per global step (for examples/s).
     train_actions, eval_actions: called after each train loop / eval (`trainer.run.actions`).
     chief: whether this process writes the workdir (what actions are told).
@@ -150,8 +152,11 @@ class Controller:
     if self._after_first_loop:
       self._after_first_loop()
       self._after_first_loop = None
+    steps = np.arange(step - n, step + 1)
+    rates = self._learning_rate(steps)  # the last: the rate of the next update, shown
+    self._summaries.write_series("train", "learning_rate", steps[:-1], rates[:-1])
     self._summaries.write("train", step, {
-        **metrics, "learning_rate": float(self._learning_rate(step)),
-        "examples_per_sec": n * self._batch / seconds})
+        **metrics, "examples_per_sec": n * self._batch / seconds},
+        shown={"learning_rate": float(rates[-1])})
     self._act(self._train_actions, "train", step, metrics)
     return step

@@ -9,7 +9,7 @@ and eval dashed with dots. The chief redraws `workdir/curves.png` after every ev
 import os
 
 from trainer.base.errors import ConfigError
-from trainer.rundir import history, layout
+from trainer.rundir import history, layout, record
 from trainer.schedules.picture import figure, render_png, write_png  # noqa: F401  (render_png)
 
 
@@ -56,12 +56,13 @@ def plot_runs(workdirs, path=None, labels=None):
         ax.plot(list(points), list(points.values()), color=colour,
                 marker="." if split == layout.EVAL else None,
                 linestyle="--" if split == layout.EVAL else "-", label=name)
+    _mark_schedule_changes(axes[-1], workdir, colour)
   for ax, (title, _) in zip(axes, panels):
     ax.set_title(title)
     ax.set_xlabel("global step")
     ax.set_ylabel(title)
     ax.grid(alpha=0.3)
-    if ax.get_lines() and not (single and title == "learning rate"):
+    if len(ax.get_lines()) > 1 or (ax.get_lines() and not single):
       ax.legend(fontsize="small")
   if single:
     fig.suptitle(labels[0], fontsize="small")
@@ -69,3 +70,15 @@ def plot_runs(workdirs, path=None, labels=None):
   if path:
     write_png(path, fig)
   return fig
+
+
+def _mark_schedule_changes(ax, workdir, colour):
+  """A dotted line where a new schedule took over on a resume (config.json's "schedules")."""
+  try:
+    changes = (record.read_config_json(workdir) or {}).get("schedules") or []
+  except ValueError:
+    return
+  for change in changes:
+    if change.get("step", 0) > 0:
+      ax.axvline(change["step"], color=colour, linestyle=":", linewidth=1,
+                 label=f"new schedule at step {change['step']}")

@@ -18,6 +18,7 @@ The last-write rule every reader applies is in `trainer.rundir.history`.
 
 import os
 
+from tensorboard.plugins.scalar import metadata as scalar_metadata
 import tensorflow as tf
 
 from trainer.base import testpoints
@@ -44,8 +45,10 @@ class Summaries:
     self._workdir = workdir
     self._chief = chief
     self._writers = {}  # made at the first write: a finished run's rerun adds no files
+    self._series = {}  # split -> its writer's write_series function
     self._console = console
-    self._recorded = {split: set() for split in self.SPLITS}  # steps <= resume_step on disk
+    # (tag, step) <= resume_step already on disk, per split
+    self._recorded = {split: set() for split in self.SPLITS}
     self._resume_step = resume_step
     if chief and resume_step is not None:
       for split in self.SPLITS:
@@ -57,25 +60,44 @@ class Summaries:
                               if self._chief else tf.summary.create_noop_writer())
     return self._writers[split]
 
-  def write(self, split, step, scalars):
-    """Writes `scalars` (name -> float) at global `step` and shows them; returns whether they
-    were written.
+  def write(self, split, step, scalars, shown=None):
+    """Writes `scalars` (name -> float) at global `step` and shows them (with `shown`, values
+    for the console only); returns whether anything was written.
 
-    A step up to `resume_step` already in the history (the final eval of a finished run,
+    A value up to `resume_step` already in the history (the final eval of a finished run,
     rerun) is shown but not written again.
     """
-    again = self._resume_step is not None and step <= self._resume_step and (
-        step in self._recorded[split])
+    fresh = {k: v for k, v in scalars.items() if not self._again(split, k, step)}
     with testpoints.point("summary"):
-      if not again:
+      if fresh:
         writer = self._writer(split)
         with writer.as_default():
-          for name, value in scalars.items():
+          for name, value in fresh.items():
             tf.summary.scalar(name, value, step=step)
         writer.flush()
     if self._console:
-      (self._console.train if split == layout.TRAIN else self._console.eval)(step, scalars)
-    return not again
+      (self._console.train if split == layout.TRAIN else self._console.eval)(
+          step, {**scalars, **(shown or {})})
+    return bool(fresh)
+
+  def write_series(self, split, tag, steps, values):
+    """Writes one scalar at many global steps (the learning rate of every step of a loop) in
+    one call; not shown on the console."""
+    points = [(int(s), float(v)) for s, v in zip(steps, values)
+              if not self._again(split, tag, int(s))]
+    if not points or not self._chief:
+      return
+    with testpoints.point("summary"):
+      writer = self._writer(split)
+      if split not in self._series:  # its own function: a traced function keeps its writer
+        self._series[split] = _series_writer(writer)
+      self._series[split](tag, tf.constant([s for s, _ in points], tf.int64),
+                          tf.constant([v for _, v in points], tf.float32))
+      writer.flush()
+
+  def _again(self, split, tag, step):
+    return (self._resume_step is not None and step <= self._resume_step
+            and (tag, step) in self._recorded[split])
 
   def close(self):
     if self._console:
@@ -84,3 +106,22 @@ class Summaries:
       w.close()
 
 
+
+
+_SCALAR = scalar_metadata.create_summary_metadata(display_name=None, description=None)
+
+
+def _series_writer(writer):
+  """`write(tag, steps, values)`: the points (steps[i], values[i]) of the scalar `tag` into
+  `writer`, as one graph: a summary op per point costs ~25 us this way, ~375 us eagerly
+  (measured on 2 cores)."""
+
+  @tf.function
+  def write(tag, steps, values):
+    with writer.as_default():
+      def body(i):  # tf.summary.write: the tag as given (scalar's would take the loop's scope)
+        tf.summary.write(tag, values[i], step=steps[i], metadata=_SCALAR)
+        return (i + 1,)
+      tf.while_loop(lambda i: i < tf.shape(steps)[0], body, (tf.constant(0),))
+
+  return write

@@ -13,6 +13,7 @@ import os
 from absl import logging
 
 from trainer import config as config_lib
+from trainer import schedules
 from trainer.base import preemption
 from trainer.distribute import strategy as strategy_lib
 from trainer.distribute.precision import global_policy
@@ -91,7 +92,9 @@ def train_and_evaluate(config, workdir, strategy=None, allow_config_change=False
     cadence = controller.Cadence(plan.total_steps, spec.config.steps_per_loop,
                                  spec.config.eval_every, spec.config.checkpoint_every)
     control = controller.Controller(
-        cadence, runner, ckpt, writer, watcher, parts.schedule, spec.config.global_batch_size,
+        cadence, runner, ckpt, writer, watcher,
+        lambda steps: schedules.formula.evaluate(steps, spec.schedule.args),
+        spec.config.global_batch_size,
         train_actions=train_actions,
         eval_actions=[actions_lib.WriteCurves(), *eval_actions], chief=chief,
         guard=held.check, after_first_loop=first_loop_done)

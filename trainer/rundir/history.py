@@ -47,8 +47,8 @@ def _records(path):
 def truncate_history(workdir, split, step):
   """Rewrites `workdir/split`'s events to end at global `step` (see the module docstring).
 
-  Returns the set of steps recorded there, up to `step`. Leaves the files as they are (and
-  logs why) if they cannot be read or written: readers of the last-write rule still read
+  Returns the set of (tag, step) recorded there, up to `step`. Leaves the files as they are
+  (and logs why) if they cannot be read or written: readers of the last-write rule still read
   them right.
   """
   try:
@@ -57,7 +57,7 @@ def truncate_history(workdir, split, step):
       return set()
     events = [tf.compat.v1.Event.FromString(r) for p in paths for r in _records(p)]
     kept = _last_writes([e for e in events if e.HasField("summary")])
-    recorded = {e.step for e in kept if e.step <= step}
+    recorded = {(v.tag, e.step) for e in kept if e.step <= step for v in e.summary.value}
     replayed = any(e.step > step for e in kept)
     if not replayed and len(kept) == sum(e.HasField("summary") for e in events):
       return recorded  # nothing after `step`, no repeats: leave the files alone
@@ -83,7 +83,7 @@ def truncate_history(workdir, split, step):
     logging.warning("Could not rewrite the TensorBoard history in %s (%s); readers that keep "
                     "the last write of a step (TensorBoard's data server, read_scalars) still "
                     "show it right.", os.path.join(workdir, split), e)
-    return {s for _, s, _ in read_events(workdir, split) if s <= step}
+    return {(tag, s) for tag, s, _ in read_events(workdir, split) if s <= step}
 
 
 def _last_writes(events):
