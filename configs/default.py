@@ -40,7 +40,25 @@ def get_config() -> ml_collections.ConfigDict:
   c.steps_per_loop = 50  # steps per host call (one tf.function)
   c.eval_every = 200  # global steps; also at the end
   c.checkpoint_every = 200  # global steps; also at the end
-  c.max_checkpoints = 3
+  c.max_checkpoints = 3  # the latest kept; and beside them:
+  c.keep_best = 1  # the checkpoints of the k best evals (the task's best metric)
+  c.keep_every = 0  # global steps: every multiple kept for good (0 = none)
+  # A step whose gradients are not all finite: skip its update (counted in skipped_updates)
+  # or stop the run (exit 3). More than max_consecutive_skips in a row is a divergence.
+  c.nonfinite = "skip"  # skip | stop
+  c.max_consecutive_skips = 10
+  # On a divergence (a loop's loss not finite, or above loss_upper_bound from
+  # recovery_begin_steps on): roll back to the last checkpoint with the learning rate times
+  # recovery_lr_factor, up to recovery_max_trials times (0 = stop with exit 3).
+  c.recovery_max_trials = 0
+  c.recovery_lr_factor = 0.5
+  c.loss_upper_bound = 0.0  # 0 = none
+  c.recovery_begin_steps = 0
+  # Stop when early_stop_patience evals in a row did not improve the best metric by more
+  # than early_stop_min_delta (0 = never); the run then ends as a finished one.
+  c.early_stop_patience = 0
+  c.early_stop_min_delta = 0.0
+  c.export_weights = "final"  # final | best (the best eval's checkpoint)
   c.seed = 0
   c.augment = True
   c.mixed_precision = "auto"  # auto | float32 | bfloat16 | mixed_float16

@@ -13,7 +13,9 @@ from tests.conftest import checkpointed_run, ckpt_dir, cpu, restore_only, small_
 from tests.killer import tree
 from trainer import task
 from trainer.run import train
+from trainer.run import recovery
 from trainer.run.controller import Cadence, Controller, crossed
+from trainer.step.state import RunState
 from trainer.base.errors import CheckpointError, NonFiniteLossError, Preempted
 
 # Cadence.next_stop and crossed.
@@ -141,9 +143,11 @@ class FakeWatcher:
 def _controller(cadence, start=0, bad=None, preempt_at=None, guard=None):
   trainer = FakeTrainer(start, bad)
   ckpt, writer = FakeCheckpointer(), FakeSummaries()
+  # The run's NaN guard (a train action), with no rollbacks: today's exit 3.
+  divergence = recovery.Divergence(RunState(), max_trials=0)
   controller = Controller(cadence, trainer, ckpt, writer, FakeWatcher(trainer, preempt_at),
                           learning_rate=lambda step: 0.001 * step, global_batch_size=32,
-                          guard=guard)
+                          train_actions=[divergence], guard=guard)
   return controller, trainer, ckpt, writer
 
 
@@ -260,8 +264,8 @@ def test_nonfinite_loss_after_good_checkpoints_keeps_them(partial, data_dir, mon
   real = task.Classification.per_example_loss
   monkeypatch.setattr(task.Classification, "per_example_loss",
                       lambda self, labels, logits: real(self, labels, logits) * np.nan)
-  with pytest.raises(NonFiniteLossError, match="global step 20"):
-    train.train_and_evaluate(checkpointed_run(data_dir), partial, cpu())
+  with pytest.raises(NonFiniteLossError, match="global step 20"):  # today's behaviour
+    train.train_and_evaluate(checkpointed_run(data_dir, nonfinite="stop"), partial, cpu())
   assert tree(ckpt_dir(partial)) == before  # not a byte changed, nothing added
   assert restore_only(partial) == os.path.join(ckpt_dir(partial), "ckpt-16")
   (iterations,) = [v for k, v in tensors(ckpt_dir(partial)).items() if "iterations" in k]

@@ -2,7 +2,7 @@
 types and names. Each raises a ConfigError naming the field."""
 
 from trainer.base import validate
-from trainer.base.choices import INPUT_MODES, OPTIMIZERS, PRECISIONS
+from trainer.base.choices import EXPORT_WEIGHTS, INPUT_MODES, NONFINITE, OPTIMIZERS, PRECISIONS
 from trainer.base.errors import ConfigError
 from trainer.config.settle import get
 
@@ -47,6 +47,23 @@ def check_fields(config):
   _int(config, "eval_every", 0)
   _int(config, "checkpoint_every", 0)
   _int(config, "max_checkpoints", 1)
+  if _int(config, "keep_best", 0) > 32:  # trainer.step.state.BEST_CAPACITY
+    raise ConfigError(f"keep_best: must be at most 32, got {config.keep_best!r}")
+  _int(config, "keep_every", 0)
+  validate.choice("nonfinite", config.nonfinite, NONFINITE)
+  _int(config, "max_consecutive_skips", 0)
+  _int(config, "recovery_max_trials", 0)
+  if not 0 < _number(config, "recovery_lr_factor") <= 1:
+    raise ConfigError(f"recovery_lr_factor: must be in (0, 1] (the learning rate is multiplied "
+                      f"by it at each rollback), got {config.recovery_lr_factor!r}")
+  _number(config, "loss_upper_bound")
+  _int(config, "recovery_begin_steps", 0)
+  _int(config, "early_stop_patience", 0)
+  _number(config, "early_stop_min_delta")
+  validate.choice("export_weights", config.export_weights, EXPORT_WEIGHTS)
+  if config.export_weights == "best" and not config.keep_best:
+    raise ConfigError("export_weights: 'best' exports the best eval's checkpoint, which "
+                      "keep_best=0 does not keep; set keep_best >= 1 or export_weights='final'")
   _int(config, "seed", 0)
   validate.choice("mixed_precision", config.mixed_precision, PRECISIONS)
   validate.choice("input_mode", config.input_mode, INPUT_MODES)

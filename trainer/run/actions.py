@@ -1,11 +1,15 @@
 """What happens after a train loop or an eval: a list of small objects, not code in the loop.
 
 As Orbit's `train_actions` / `eval_actions`: the `Controller` calls every train action after
-each train loop (with that loop's mean metrics) and every eval action after each eval (with
-its metrics), in order, on every worker, once the summaries are written. An action sees the
-step, the metrics, the checkpointer and whether this process is the chief, and may ask the
-run to stop (`event.stop(reason)`): the controller then checkpoints the step reached, runs
-the final eval and returns as a finished run does (exit 0, the export written).
+each train loop (with that loop's mean metrics, before they are written: an action may
+discard the loop) and every eval action after each eval (with its metrics, once they are
+written), in order, on every worker. An action sees the step, the metrics, the checkpointer
+and whether this process is the chief, and may ask the run to stop (`event.stop(reason)`:
+the controller then checkpoints the step reached, runs the final eval and returns as a
+finished run does, exit 0 and the export written), to checkpoint this step (`event.save()`),
+or, after a train loop, to roll back to the last checkpoint (`event.roll_back(reason, then)`).
+The run's own actions are here: `Divergence` (the NaN guard and rollbacks), `KeepBest`,
+`EarlyStop` and `WriteCurves`.
 
   class StopAtAccuracy:
     def __init__(self, target):
@@ -39,6 +43,9 @@ class Event:
   written: bool = True  # False: already in the history (a finished run's final eval, rerun)
   final: bool = False  # the eval at the end of the run
   stop_reason: str = ""
+  save_requested: bool = False
+  rollback_reason: str = ""
+  after_rollback: object = None  # called once the last checkpoint is restored
 
   @property
   def workdir(self):
@@ -48,6 +55,16 @@ class Event:
     """Asks the run to stop after this loop or eval, as a finished run (the first reason
     given is kept)."""
     self.stop_reason = self.stop_reason or str(reason)
+
+  def save(self):
+    """Asks for a checkpoint of this step (e.g. the checkpoint of a new best eval)."""
+    self.save_requested = True
+
+  def roll_back(self, reason, then=None):
+    """After a train loop: discard it and restore the last checkpoint, then call `then()`
+    (e.g. to lower the learning rate; the restore has put the run's state back)."""
+    self.rollback_reason = self.rollback_reason or str(reason)
+    self.after_rollback = self.after_rollback or then
 
 
 def run_all(actions, event):

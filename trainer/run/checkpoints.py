@@ -36,6 +36,7 @@ from trainer.base import preemption, testpoints
 from trainer.base.errors import CheckpointError, ConfigError, first_line
 from trainer.distribute import strategy as strategy_lib
 from trainer.rundir import files as workdir_lib
+from trainer.run import checkpoint_files, retention
 from trainer.rundir import layout
 
 
@@ -45,24 +46,31 @@ class Checkpointer:
   Args:
     workdir: the run's directory (local or gs://).
     strategy: the strategy the trackables were built under.
-    max_to_keep: how many recent checkpoints to keep.
-    **trackables: what to save, e.g. model=..., optimizer=...
+    max_to_keep: how many recent checkpoints to keep (beside the best and every keep_every-th:
+      `trainer.run.retention`).
+    keep_every: keep every checkpoint of a multiple of this step for good (0: none).
+    best_steps: () -> the steps of the best evals, whose checkpoints are kept (None: none).
+    **trackables: what to save, e.g. model=..., optimizer=..., run_state=...
   """
 
-  def __init__(self, workdir, strategy, max_to_keep, **trackables):
+  def __init__(self, workdir, strategy, max_to_keep, keep_every=0, best_steps=None,
+               **trackables):
     self.workdir = workdir
     self.directory = layout.checkpoint_dir(workdir)
     self._strategy = strategy
     self._chief = strategy_lib.is_chief(strategy)
     self._max_to_keep = max_to_keep
+    self._keep_every = keep_every
+    self._best_steps = best_steps or (lambda: ())
+    self._trackables = trackables
     self.checkpoint = tf.train.Checkpoint(**trackables)
     self._manager = self._make_manager()
     self.latest = None  # the checkpoint restored or last saved by this process
 
   def _make_manager(self):
+    # Nothing deleted by TF: trainer.run.retention decides (latest, best, every N-th).
     return tf.train.CheckpointManager(
-        self.checkpoint, strategy_lib.write_dir(self.directory, self._strategy),
-        self._max_to_keep)
+        self.checkpoint, strategy_lib.write_dir(self.directory, self._strategy), None)
 
   def restore_latest(self):
     """Restores the newest readable checkpoint in the chief's directory, if any.
@@ -105,8 +113,8 @@ class Checkpointer:
           if path is None:
             raise ConfigError(f"workdir: no checkpoint in {self.directory} yet; train first")
         else:
-          problem = unreadable(path)
-          if problem is not None and _present(path):
+          problem = checkpoint_files.unreadable(path)
+          if problem is not None and checkpoint_files.present(path):
             raise CheckpointError(f"checkpoint: {path} is unreadable ({problem})")
           self._restore(path)  # NotFoundError if it was deleted
         self.latest = path
@@ -129,6 +137,19 @@ class Checkpointer:
     raise CheckpointError(f"workdir: the checkpoints in {self.directory} kept being deleted "
                           f"while being read ({attempts} attempts); try again")
 
+  def restore_step(self, step):
+    """Restores checkpoint `step` (verified first), changing nothing on disk.
+
+    Raises:
+      CheckpointError: it is unreadable.
+    """
+    path = layout.checkpoint_path(self.workdir, step)
+    problem = checkpoint_files.unreadable(path)
+    if problem is not None:
+      raise CheckpointError(f"checkpoint: {path} is unreadable ({problem})")
+    self._restore(path)
+    return path
+
   def _restore_latest(self):
     candidates, committed = self._candidates()
     problems = []
@@ -137,7 +158,7 @@ class Checkpointer:
         logging.warning("Ignoring %s: written after the last committed checkpoint (a save "
                         "that was interrupted); the next save of that step replaces it.", path)
         continue
-      problem = unreadable(path)
+      problem = checkpoint_files.unreadable(path)
       if problem is None:
         self._restore(path)
         if problems:
@@ -155,9 +176,15 @@ class Checkpointer:
     return None
 
   def _restore(self, path):
-    """Restores `path`; a checkpoint of another model or optimizer is a ConfigError."""
+    """Restores `path`; a checkpoint of another model or optimizer is a ConfigError. One
+    written before the run's state existed restores without it (the state starts fresh)."""
+    checkpoint = self.checkpoint
+    if "run_state" in self._trackables and not any(
+        name.startswith("run_state/") for name, _ in tf.train.list_variables(path)):
+      checkpoint = tf.train.Checkpoint(
+          **{k: v for k, v in self._trackables.items() if k != "run_state"})
     try:
-      self.checkpoint.restore(path).assert_existing_objects_matched()
+      checkpoint.restore(path).assert_existing_objects_matched()
     except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as e:
       raise ConfigError(
           f"model: the checkpoint {path} does not fit the model and optimizer this config "
@@ -168,7 +195,7 @@ class Checkpointer:
   def _list_unlisted(self, restored):
     """Lists in the state file every checkpoint up to `restored` it does not list (a lost or
     garbage state file, an interrupted sweep), so max_checkpoints deletes them in turn."""
-    state = _state(self.directory)
+    state = checkpoint_files.state(self.directory)
     listed = {layout.checkpoint_number(p) for p in ([*state.all_model_checkpoint_paths,
                                     state.model_checkpoint_path] if state else [])} - {None}
     upto = layout.checkpoint_number(restored)
@@ -200,7 +227,7 @@ class Checkpointer:
     """
     found = [layout.checkpoint_path(self.workdir, n)
              for n in layout.checkpoint_steps(self.workdir)]
-    state = _state(self.directory)  # None if missing or unparsable
+    state = checkpoint_files.state(self.directory)  # None if missing or unparsable
     listed = [os.path.join(self.directory, os.path.basename(p)) for p in (
         [*state.all_model_checkpoint_paths, state.model_checkpoint_path] if state else [])]
     numbers = {layout.checkpoint_number(p): p for p in listed + found}
@@ -219,79 +246,12 @@ class Checkpointer:
       with preemption.critical(), testpoints.point("save"):  # a stop at once waits for the commit
         path = self._manager.save(checkpoint_number=step)
     except (tf.errors.OpError, OSError) as e:
-      raise self._write_failed(step, e) from e
+      raise checkpoint_files.write_failed(self._manager.directory, step, e, self.latest) from e
     if not self._chief:
       tf.io.gfile.rmtree(self._manager.directory)
       return None
     self.latest = path
+    with preemption.critical():  # the state file is rewritten before files are deleted
+      if retention.prune(self.workdir, self._max_to_keep, self._best_steps(), self._keep_every):
+        self._manager = self._make_manager()  # TF's manager re-reads what is listed
     return path
-
-  def _write_failed(self, step, error):
-    directory = self._manager.directory
-    prefix = os.path.join(directory, f"ckpt-{step}")
-    try:
-      committed = tf.train.latest_checkpoint(directory)
-    except (tf.errors.OpError, ValueError):
-      committed = None
-    # The state file is what may have failed: the latest is what this process restored or
-    # saved, unless the failed save got as far as its commit.
-    latest = prefix if committed == prefix else self.latest
-    if latest != prefix:  # not committed: nothing may point at these files
-      for pattern in (prefix + ".index", prefix + ".data-*", prefix + "_temp*"):
-        for name in tf.io.gfile.glob(pattern):
-          try:
-            if tf.io.gfile.isdir(name):
-              tf.io.gfile.rmtree(name)
-            else:
-              tf.io.gfile.remove(name)
-          except (tf.errors.OpError, OSError):
-            pass  # best effort: an uncommitted leftover is ignored on restore anyway
-    return CheckpointError(
-        f"workdir: cannot write checkpoint {prefix} ({first_line(error)}); "
-        f"the latest checkpoint is still {latest or 'none (no checkpoint yet)'}: "
-        f"{_advice(error, directory)}, then run the same command again to resume")
-
-
-def _advice(error, directory):
-  """What to do about a failed write, by what the error says."""
-  text = f"{type(error).__name__} {error}".lower()
-  if any(k in text for k in ("no space", "resourceexhausted", "file too large", "quota",
-                             "enospc", "efbig")):
-    return "free space"
-  if any(k in text for k in ("permission", "read-only", "eacces", "erofs")):
-    return f"fix the permissions of {directory}"
-  if any(k in text for k in ("not a directory", "is a directory", "failedprecondition")):
-    return (f"fix {directory} (something there is a file where a directory belongs, or the "
-            f"other way round)")
-  return "free space or fix permissions"
-
-
-def _state(directory):
-  """The CheckpointState of `directory`, or None if missing or unusable."""
-  try:
-    return tf.train.get_checkpoint_state(directory)  # None if missing or unparsable
-  except (ValueError, tf.errors.OpError):  # parsed, but lists nothing; or unreadable
-    return None
-
-
-def _present(prefix):
-  """Whether the checkpoint `prefix` still has its index file (it was not deleted)."""
-  try:
-    return tf.io.gfile.exists(prefix + ".index")
-  except tf.errors.OpError:
-    return True
-
-
-def unreadable(path):
-  """Why the checkpoint at `path` cannot be read, or None if every tensor reads back.
-
-  Reading a tensor verifies its checksum, so this catches truncated, missing and flipped
-  bytes in the data files as well as a damaged index.
-  """
-  try:
-    reader = tf.train.load_checkpoint(path)
-    for key in reader.get_variable_to_dtype_map():
-      reader.get_tensor(key)
-  except Exception as e:  # pylint: disable=broad-except  (truncation raises IndexError)
-    return first_line(e)
-  return None

@@ -135,6 +135,8 @@ class Console:
         parts.append(f"{label} {fmt.format(scalars[name])}")
     if "examples_per_sec" in scalars:
       parts.append(f"{rate(scalars['examples_per_sec'])} ex/s")
+    if scalars.get("skipped_updates"):
+      parts.append(f"skipped {scalars['skipped_updates']:.0f}")
     parts.append(f"ETA {duration(eta) if eta is not None else '--'}")
     if self._tty:
       width = shutil.get_terminal_size((100, 20)).columns - 1
@@ -194,11 +196,14 @@ def end_summary(result, workdir, seconds):
   """The lines a run ends with on the chief: the step, time and rates, the final and best
   eval, and where the files are (`result` from `train_and_evaluate`)."""
   final = ", ".join(f"{k} {v:.4g}" for k, v in result.items()
-                    if isinstance(v, float) and k not in ("examples_per_sec",))
+                    if isinstance(v, float) and k != "examples_per_sec")
   print(f"done: step {result['step']} in {duration(seconds)}, "
         f"{rate(result['examples_per_sec'])} examples/s (mean of this run's loops)")
   if result.get("stopped"):
     print(f"stopped early at step {result['step']}: {result['stopped']}")
+  if result.get("skipped_updates"):
+    print(f"skipped {result['skipped_updates']} updates whose gradients were not finite "
+          f"(nonfinite='skip')")
   best = result["best"]
   print(f"eval: {final} (final)" + (f"; best {best[0]} {best[2]:.4g} at step {best[1]}"
                                     if best else ""))

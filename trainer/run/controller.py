@@ -1,15 +1,15 @@
 """The outer loop: host calls of the compiled loop, and what happens between them.
 
-The `Controller` owns the cadence (loops, evals, checkpoints, all in global steps), the NaN
-guard, preemption and the summaries, and runs the actions after each loop and each eval
-(`trainer.run.actions`); the `trainer.step.loop.Runner` it drives owns `strategy.run`. As in
+The `Controller` owns the cadence (loops, evals, checkpoints, all in global steps),
+preemption and the summaries, and runs the actions after each loop and each eval
+(`trainer.run.actions`: the NaN guard and rollbacks, the best checkpoints, early stopping,
+curves.png); the `trainer.step.loop.Runner` it drives owns `strategy.run`. As in
 Orbit, but loops are cut short to land exactly on the next eval, checkpoint or final step, and
 an interval is due when a loop *crosses* one of its multiples, so any `steps_per_loop` on any
 resume keeps the cadence.
 """
 
 import dataclasses
-import math
 import time
 
 from absl import logging
@@ -27,15 +27,21 @@ class Cadence:
   steps_per_loop: int  # the longest host call
   eval_every: int
   checkpoint_every: int
+  keep_every: int = 0  # checkpoints kept for good: loops land on them too
 
   def next_stop(self, step):
     """Where the loop starting at `step` ends: at most steps_per_loop on, landing on the next
-    multiple of eval_every or checkpoint_every, and never past total_steps."""
+    multiple of eval_every, checkpoint_every or keep_every, and never past total_steps."""
     stop = min(step + self.steps_per_loop, self.total_steps)
-    for every in (self.eval_every, self.checkpoint_every):
+    for every in (self.eval_every, self.checkpoint_every, self.keep_every):
       if every:
         stop = min(stop, (step // every + 1) * every)
     return stop
+
+  def save_due(self, before, after):
+    """Whether the loop from `before` to `after` owes a checkpoint."""
+    return (after == self.total_steps or crossed(before, after, self.checkpoint_every)
+            or crossed(before, after, self.keep_every))
 
 
 def crossed(before, after, every):
@@ -59,14 +65,16 @@ class Controller:
     chief: whether this process writes the workdir (what actions are told).
     guard: called before anything is written after a loop (raises to stop the run: a lost
       lease), or None.
-    after_first_loop: called once, after the first loop of this process trained to a finite
-      loss and before anything about it is written (the run has started: the watcher's
+    stopped_before: () -> why an earlier process of this run stopped it early ('' = it did
+      not): then nothing more is trained.
+    after_first_loop: called once, after the first loop of this process passed the train
+      actions and before anything about it is written (the run has started: the watcher's
       start-up phase ends, a changed config.json may be written), or None.
   """
 
   def __init__(self, cadence, runner, checkpointer, summaries, watcher, learning_rate,
                global_batch_size, train_actions=(), eval_actions=(), chief=True, guard=None,
-               after_first_loop=None):
+               stopped_before=None, after_first_loop=None):
     self.cadence = cadence
     self._runner = runner
     self._checkpointer = checkpointer
@@ -78,8 +86,10 @@ class Controller:
     self._eval_actions = list(eval_actions)
     self._chief = chief
     self._guard = guard or (lambda: None)
+    self._stopped_before = stopped_before or (lambda: "")
     self._after_first_loop = after_first_loop
     self._last_eval = None  # (step, metrics) of the latest eval
+    self._save_requested = False
     self.trained_steps = 0  # by this process, and the seconds its loops took
     self.train_seconds = 0.0
     self.stop_reason = ""  # an action's, if one stopped the run
@@ -90,31 +100,39 @@ class Controller:
     return self.trained_steps * self._batch / self.train_seconds if self.train_seconds else 0.0
 
   def run(self):
-    """Trains (until total_steps, or until an action stops the run), then evaluates once
-    more; returns {'step', **final eval metrics}.
+    """Trains (until total_steps, or until an action stops the run), evaluates at the end;
+    returns {'step', **final eval metrics}.
 
     Raises:
-      NonFiniteLossError: the loss became NaN/inf (nothing was checkpointed after it).
+      NonFiniteLossError: the run diverged and could not roll back (nothing was checkpointed
+        after it).
       Preempted: SIGTERM; a checkpoint of the step reached was written.
       Interrupted: Ctrl-C; a checkpoint of the step reached was written.
     """
     step, total = self._runner.global_step(), self.cadence.total_steps
-    if step >= total:
+    self.stop_reason = self._stopped_before()
+    if self.stop_reason:
+      logging.info("Stopped early before (%s): nothing to train.", self.stop_reason)
+    elif step >= total:
       logging.info("Already at step %d of %d: nothing to train.", step, total)
     while step < total and not self.stop_reason:
       before, step = step, self._train_loop(step)
-      if step < total and crossed(before, step, self.cadence.eval_every):  # final: below
-        self._evaluate(step)
+      if step < before:  # rolled back to the last checkpoint: train on from there
+        continue
+      end = step == total
+      if end or crossed(before, step, self.cadence.eval_every):
+        self._evaluate(step, final=end)
       signal = self._watcher.requested()
-      if (signal or self.stop_reason or step == total
-          or crossed(before, step, self.cadence.checkpoint_every)):
+      if (signal or self.stop_reason or self._save_requested
+          or self.cadence.save_due(before, step)):
         self._guard()
         self._checkpointer.save(step)
+        self._save_requested = False
       if signal:
         raise (Interrupted if signal == "SIGINT" else Preempted)(step)
     step = self._runner.global_step()
     if self._last_eval is not None and self._last_eval[0] == step:
-      final = self._last_eval[1]  # an action stopped the run right after this eval
+      final = self._last_eval[1]  # evaluated at this step already
     else:
       final = self._evaluate(step, final=True)
     return {"step": step, **final}
@@ -130,13 +148,16 @@ class Controller:
   def _act(self, actions, split, step, metrics, written=True, final=False):
     event = actions_lib.Event(split, step, metrics, self._checkpointer, self._chief, written,
                               final)
-    reason = actions_lib.run_all(actions, event)
-    if reason and not self.stop_reason:
-      self.stop_reason = reason
-      logging.info("stopping at step %d: %s", step, reason)
+    actions_lib.run_all(actions, event)
+    if event.stop_reason and not self.stop_reason:
+      self.stop_reason = event.stop_reason
+      logging.info("stopping at step %d: %s", step, event.stop_reason)
+    self._save_requested |= event.save_requested
+    return event
 
   def _train_loop(self, step):
-    """One host call from `step` to `cadence.next_stop(step)`; returns the step reached."""
+    """One host call from `step` to `cadence.next_stop(step)`; returns the step reached (or,
+    after a rollback, the step of the checkpoint restored)."""
     n = self.cadence.next_stop(step) - step
     start = time.perf_counter()
     metrics = self._runner.train(n)
@@ -144,19 +165,29 @@ class Controller:
     step = self._runner.global_step()
     self.trained_steps += n
     self.train_seconds += seconds
-    if not math.isfinite(metrics["loss"]):
-      raise NonFiniteLossError(
-          f"training loss is {metrics['loss']} in the {n} steps up to global step {step}; "
-          f"stopped without checkpointing (lower schedule.target_lr or check the data)")
     self._guard()
+    event = self._act(self._train_actions, "train", step, metrics)
+    if event.rollback_reason:
+      return self._roll_back(step, event)
     if self._after_first_loop:
       self._after_first_loop()
       self._after_first_loop = None
     steps = np.arange(step - n, step + 1)
     rates = self._learning_rate(steps)  # the last: the rate of the next update, shown
     self._summaries.write_series("train", "learning_rate", steps[:-1], rates[:-1])
+    logged = {k: v for k, v in metrics.items() if k != "consecutive_skips"}
     self._summaries.write("train", step, {
-        **metrics, "examples_per_sec": n * self._batch / seconds},
+        **logged, "examples_per_sec": n * self._batch / seconds},
         shown={"learning_rate": float(rates[-1])})
-    self._act(self._train_actions, "train", step, metrics)
     return step
+
+  def _roll_back(self, step, event):
+    """Restores the last checkpoint (every worker) and trains on from it."""
+    if self._checkpointer.restore_latest() is None:
+      raise NonFiniteLossError(f"{event.rollback_reason}; but there is no checkpoint yet")
+    restored = self._runner.global_step()
+    self._runner.reposition(restored)
+    if event.after_rollback:
+      event.after_rollback()
+    self._summaries.rolled_back(step, restored, event.rollback_reason)
+    return restored

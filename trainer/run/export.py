@@ -87,7 +87,7 @@ def serving_key(task):
   return getattr(task, "serving_key", None) or "outputs"
 
 
-def write(parts, workdir, chief=True, keep_current=True):
+def write(parts, workdir, chief=True, keep_current=True, source=None):
   """Exports the model of `parts` at its current global step to `workdir/export/`.
 
   Call it on every worker, outside `strategy.scope()`, under no particular dtype policy: the
@@ -101,6 +101,8 @@ def write(parts, workdir, chief=True, keep_current=True):
     chief: whether this worker writes (`trainer.distribute.strategy.is_chief`).
     keep_current: keep an existing complete export of the same global step (a finished run
       started again) instead of writing it again.
+    source: where the weights come from when not the run's end (e.g. its best eval), for
+      export.json's `from`.
 
   Returns:
     On the chief, the manifest of the export now in `workdir/export` (None if nothing could
@@ -122,7 +124,7 @@ def write(parts, workdir, chief=True, keep_current=True):
     logging.info("export: %s is already the model at step %d; kept", export_dir(workdir), step)
     return current
   try:
-    return _write(parts, snapshot, workdir, step)
+    return _write(parts, snapshot, workdir, step, source)
   except Exception as e:  # pylint: disable=broad-except  (the run itself has succeeded)
     logging.warning("export: nothing written to %s (%s); the checkpoints in %s are intact",
                     export_dir(workdir), first_line(e, 300), layout.checkpoint_dir(workdir))
@@ -146,13 +148,13 @@ def _optimizer_variables(optimizer):
   return list(variables() if callable(variables) else variables)
 
 
-def _write(parts, snapshot, workdir, step):
+def _write(parts, snapshot, workdir, step, source=None):
   final = export_dir(workdir)
   _remove_leftovers(workdir)
   tmp = os.path.join(workdir, f"{layout.EXPORT_TMP}{uuid.uuid4().hex[:8]}")
   tf.io.gfile.makedirs(tmp)
   try:
-    manifest, problems = _write_parts(parts, snapshot, tmp, step)
+    manifest, problems = _write_parts(parts, snapshot, tmp, step, source)
     if not manifest["written"]:
       logging.warning("export: nothing written (%s); the checkpoints in %s are intact%s",
                       "; ".join(problems), layout.checkpoint_dir(workdir),
@@ -174,7 +176,7 @@ def _write(parts, snapshot, workdir, step):
   return manifest
 
 
-def _write_parts(parts, snapshot, tmp, step):
+def _write_parts(parts, snapshot, tmp, step, source=None):
   """Writes model.keras and serving/ into `tmp`; returns (manifest, [problem lines])."""
   info, task = parts.info, parts.task
   dtype = "uint8" if info.input_dtype == "uint8" else "float32"
@@ -182,6 +184,7 @@ def _write_parts(parts, snapshot, tmp, step):
       "step": step, "task": parts.config.task, "model": parts.config.model,
       "dataset": parts.config.dataset, "dtype_policy": parts.policy,
       "weights": (f"ema (decay {parts.config.ema_decay})" if snapshot.averaged else "raw"),
+      "from": source or "the end of the run",
       "keras": keras.__version__,
       "serving": {"signature": "serving_default", "input": INPUT_NAME,
                   "input_dtype": dtype, "input_shape": [None, *info.input_shape],

@@ -95,6 +95,19 @@ class Summaries:
                           tf.constant([v for _, v in points], tf.float32))
       writer.flush()
 
+  def rolled_back(self, step, restored, reason):
+    """A rollback from `step` to the checkpoint of `restored`: one line for the person
+    watching, and a `rollback` point (its value: the step restored) that curves.png marks. The
+    steps after `restored` are trained and written again (readers keep the last write)."""
+    with testpoints.point("summary"):
+      writer = self._writer(layout.TRAIN)
+      with writer.as_default():
+        tf.summary.scalar("rollback", float(restored), step=step)
+      writer.flush()
+    self._resume_step = None  # what is written from now on replaces what was written before
+    if self._console:
+      self._console.line(f"rollback at step {step} to step {restored}: {reason}")
+
   def _again(self, split, tag, step):
     return (self._resume_step is not None and step <= self._resume_step
             and (tag, step) in self._recorded[split])

@@ -20,7 +20,8 @@ from trainer.distribute.precision import global_policy
 from trainer.rundir import files, layout, lock, resume
 from trainer.rundir.history import read_scalars
 from trainer.run import actions as actions_lib
-from trainer.run import checkpoints, console, controller, export, summaries
+from trainer.run import best as best_lib
+from trainer.run import checkpoints, console, controller, export, recovery, summaries
 from trainer.schedules import picture
 from trainer.step import build
 
@@ -72,43 +73,78 @@ def train_and_evaluate(config, workdir, strategy=None, allow_config_change=False
     # takes_over: this config takes over a workdir config.json says is another run's.
     decision = resume.check_resume(workdir, spec, allow_config_change)
     parts = build.build(spec, strategy)
-    ckpt = checkpoints.Checkpointer(workdir, strategy, spec.config.max_checkpoints,
-                                    **parts.trackables())
-    ckpt.restore_latest()
+    c = spec.config
+    ckpt = checkpoints.Checkpointer(
+        workdir, strategy, c.max_checkpoints, keep_every=c.keep_every,
+        best_steps=lambda: [s for s, _ in parts.state.best()[:c.keep_best]],
+        **parts.trackables())
+    fresh = ckpt.restore_latest() is None
     start_step = int(parts.optimizer.iterations.numpy())
     runner = build.make_runner(parts, start_step=start_step)
     logging.info("%s", parts.execution.describe())
     if chief and not decision.takes_over:
       _write_run_files(workdir, spec, decision.schedules)
+    if fresh and c.recovery_max_trials:
+      ckpt.save(start_step)  # a rollback needs a checkpoint to go back to
 
     def first_loop_done():  # start-up is over; a config that took over is the run's now
       watcher.started()
       if chief and decision.takes_over:
         _write_run_files(workdir, spec, decision.schedules)
 
-    plan = spec.plan
-    writer = summaries.Summaries(workdir, chief, console.Console(plan.total_steps, chief),
+    writer = summaries.Summaries(workdir, chief, console.Console(spec.plan.total_steps, chief),
                                  resume_step=start_step)
-    cadence = controller.Cadence(plan.total_steps, spec.config.steps_per_loop,
-                                 spec.config.eval_every, spec.config.checkpoint_every)
-    control = controller.Controller(
-        cadence, runner, ckpt, writer, watcher,
-        lambda steps: schedules.formula.evaluate(steps, spec.schedule.args),
-        spec.config.global_batch_size,
-        train_actions=train_actions,
-        eval_actions=[actions_lib.WriteCurves(), *eval_actions], chief=chief,
-        guard=held.check, after_first_loop=first_loop_done)
+    control = _controller(spec, parts, runner, ckpt, writer, watcher, chief, train_actions,
+                          eval_actions, guard=held.check, after_first_loop=first_loop_done)
     try:
       result = control.run()
     finally:
       writer.close()
-    # Only a run that finished, or that an action stopped, gets here (preemption and NaN
-    # raise): the model out.
+    # Only a run that finished, or that an action stopped, gets here (preemption and a
+    # divergence raise): the model out.
     held.check()
-    export.write(parts, workdir, chief)
+    _export(parts, ckpt, workdir, chief)
   best = _best(workdir, spec.task.best) if chief else None
   return {**result, "examples_per_sec": control.examples_per_sec, "best": best,
-          "stopped": control.stop_reason}
+          "stopped": control.stop_reason,
+          "skipped_updates": int(parts.state.skipped_updates.numpy())}
+
+
+def _controller(spec, parts, runner, ckpt, writer, watcher, chief, train_actions,
+                eval_actions, **kwargs):
+  """The run's controller: its cadence, and its own actions before the caller's."""
+  c, state = spec.config, parts.state
+  cadence = controller.Cadence(spec.plan.total_steps, c.steps_per_loop, c.eval_every,
+                               c.checkpoint_every, c.keep_every)
+  early_stop = best_lib.EarlyStop(state, c.early_stop_patience, c.early_stop_min_delta,
+                              spec.task.best)
+  divergence = recovery.Divergence(state, c.recovery_max_trials, c.recovery_lr_factor,
+                                   c.loss_upper_bound, c.recovery_begin_steps,
+                                   c.max_consecutive_skips)
+  args = spec.schedule.args
+  return controller.Controller(
+      cadence, runner, ckpt, writer, watcher,
+      lambda steps: schedules.formula.evaluate(steps, args) * float(state.lr_scale.numpy()),
+      c.global_batch_size, train_actions=[divergence, *train_actions],
+      eval_actions=[best_lib.KeepBest(state, c.keep_best, spec.task.best), early_stop,
+                    actions_lib.WriteCurves(), *eval_actions],
+      chief=chief, stopped_before=early_stop.already, **kwargs)
+
+
+def _export(parts, ckpt, workdir, chief):
+  """workdir/export/: the final weights, or with export_weights='best' the best eval's
+  checkpoint (restored for it, on every worker)."""
+  source = None
+  if parts.config.export_weights == "best":
+    kept = parts.state.best()
+    if kept:
+      step, value = kept[0]
+      ckpt.restore_step(step)
+      source = f"the best eval ({parts.task.best[0]} {value:.6g} at step {step})"
+    else:
+      logging.warning("export_weights='best': no eval has a best value yet; exporting the "
+                      "final weights")
+  export.write(parts, workdir, chief, source=source)
 
 
 def _write_run_files(workdir, spec, schedules=None):

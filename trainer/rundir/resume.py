@@ -41,7 +41,12 @@ from trainer.rundir import layout, record
 # grad_accum_steps too: the same updates of the same global batch in smaller slices (resume
 # with more of them after running out of memory).
 SAFE_FIELDS = ("eval_every", "checkpoint_every", "max_checkpoints", "steps_per_loop",
-               "data_dir", "jit_compile", "input_mode", "grad_accum_steps")
+               "data_dir", "jit_compile", "input_mode", "grad_accum_steps",
+               # what to keep, when to stop or roll back, what to export: bookkeeping
+               "keep_best", "keep_every", "nonfinite", "max_consecutive_skips",
+               "recovery_max_trials", "recovery_lr_factor", "loss_upper_bound",
+               "recovery_begin_steps", "early_stop_patience", "early_stop_min_delta",
+               "export_weights")
 # Never changed on resume, even with --allow_config_change: the checkpoint holds this model's
 # weights and this optimizer's slots.
 UNCHANGEABLE = {"model": "the checkpoint holds that model's weights; another architecture "

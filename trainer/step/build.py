@@ -21,6 +21,7 @@ from trainer.base.compat import LEGACY_KERAS, keras
 from trainer.base.errors import ConfigError
 from trainer.distribute.precision import global_policy  # noqa: F401  (part of this API)
 from trainer.step import ema, execution, loop
+from trainer.step import state as state_lib
 from trainer.step import learner as learner_lib
 
 
@@ -42,10 +43,13 @@ class Parts:
   model = property(lambda self: self.learner.model)
   optimizer = property(lambda self: self.learner.optimizer)
 
+  state = property(lambda self: self.learner.state)
+
   def trackables(self):
-    """What a checkpoint of the run holds: model, optimizer and the weight average if any."""
+    """What a checkpoint of the run holds: model, optimizer, the run's state and the weight
+    average if any."""
     ema_ = {"ema": self.learner.ema} if self.learner.ema is not None else {}
-    return {"model": self.model, "optimizer": self.optimizer, **ema_}
+    return {"model": self.model, "optimizer": self.optimizer, "run_state": self.state, **ema_}
 
 
 def build_optimizer(optimizer_config, learning_rate):
@@ -90,6 +94,9 @@ def build(spec, strategy, schedule=None) -> Parts:
   schedule = spec.schedule if schedule is None else schedule
   with strategy.scope():
     model = models.build(config.model, info.input_shape, num_outputs, fn=spec.model_fn)
+    state = state_lib.RunState()
+    if config.recovery_max_trials:  # a rollback lowers the rate: schedule x state.lr_scale
+      schedule = state_lib.ScaledSchedule(schedule, state.lr_scale)
     optimizer = build_optimizer(config.optimizer, schedule)
     if spec.policy == "mixed_float16":
       optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
@@ -104,7 +111,8 @@ def build(spec, strategy, schedule=None) -> Parts:
                else None)
     learner = learner_lib.Learner(model, optimizer, spec.task, config.global_batch_size,
                                   num_outputs, jit_gradients=plan.gradients,
-                                  grad_accum_steps=config.grad_accum_steps, ema=average)
+                                  grad_accum_steps=config.grad_accum_steps, ema=average,
+                                  state=state, skip_nonfinite=config.nonfinite == "skip")
   return Parts(spec, strategy, plan, learner, schedule)
 
 
@@ -122,15 +130,17 @@ def make_runner(parts: Parts, start_step: int = 0, train=True) -> loop.Runner:
   `train=False`: an eval-only runner (no training input is made).
   """
   c, strategy, info = parts.config, parts.strategy, parts.info
-  batch_fn = device_data = iterator = None
+  batch_fn = device_data = iterator = make_iterator = None
   if not train:
     pass
   elif parts.execution.device_input:
     batch_fn, device_data = data.make_device_batch_fn(info, strategy, c.global_batch_size,
                                                       c.seed, c.augment)
   else:
-    iterator = iter(data.make_train_dataset(info, strategy, c.global_batch_size, c.seed,
-                                            c.augment, jit=c.jit_compile,
-                                            start_step=start_step))
+    make_iterator = lambda step: iter(data.make_train_dataset(  # noqa: E731
+        info, strategy, c.global_batch_size, c.seed, c.augment, jit=c.jit_compile,
+        start_step=step))
+    iterator = make_iterator(start_step)
   return loop.Runner(strategy, parts.learner, parts.execution, make_eval_dataset(parts),
-                     batch_fn=batch_fn, data=device_data, iterator=iterator)
+                     batch_fn=batch_fn, data=device_data, iterator=iterator,
+                     make_iterator=make_iterator)

@@ -58,10 +58,13 @@ class EMA(tf.Module):
     t = tf.cast(step, tf.float32)
     return tf.minimum(self.decay, (1.0 + t) / (10.0 + t))
 
-  def update(self, step):
+  def update(self, step, applied=None):
     """Moves the averages towards the current weights. In the replica context, after the
-    optimizer's update; `step` is its `iterations` after that update."""
+    optimizer's update; `step` is its `iterations` after that update. `applied` (a bool
+    tensor): False leaves the averages as they are (an update that was skipped)."""
     d = self.decay_at(step)
+    if applied is not None:
+      d = tf.where(applied, d, 1.0)
     for e, w in zip(self.averages, self._sources()):
       e.assign(tf.cast(d, e.dtype) * e + tf.cast(1.0 - d, e.dtype) * tf.cast(w, e.dtype))
 

@@ -9,7 +9,7 @@ the loop. Build a `Learner` inside `strategy.scope()`.
 import numpy as np
 import tensorflow as tf
 
-from trainer.step import local_update
+from trainer.step import local_update, update
 
 
 def _sum_variable(name, shape=()):
@@ -19,21 +19,47 @@ def _sum_variable(name, shape=()):
 
 
 class Sums:
-  """Weighted loss sum, example count and the task's metric sums; `result()` its metrics."""
+  """Weighted loss sum, example count and the task's metric sums; `result()` its metrics.
+
+  A step's sums are computed (`of`), then added (`add`), with a weight of 0 for an update
+  that was skipped; the mirrored device path holds a step's sums (`hold`) until the next
+  program knows whether its update was applied (`commit`).
+  """
 
   def __init__(self, prefix, task, num_outputs):
     self._task = task
     shapes = {"loss": (), "count": (), **task.sum_shapes(num_outputs)}
     self._vars = {k: _sum_variable(f"{prefix}_{k}", s) for k, s in shapes.items()}
+    self._held = {k: _sum_variable(f"{prefix}_{k}_held", s) for k, s in shapes.items()}
+
+  def of(self, per_example_loss, outputs, labels, weights):
+    """{name: tensor}: one batch's sums (not added yet)."""
+    return {"loss": tf.reduce_sum(per_example_loss * weights), "count": tf.reduce_sum(weights),
+            **self._task.metric_sums(labels, outputs, weights)}
+
+  def add(self, values, weight=None):
+    """Adds `values` (from `of`), times `weight` (0 or 1) if given."""
+    for name, value in values.items():
+      self._vars[name].assign_add(value if weight is None else value * weight)
 
   def update(self, per_example_loss, outputs, labels, weights):
-    sums = {"loss": tf.reduce_sum(per_example_loss * weights), "count": tf.reduce_sum(weights),
-            **self._task.metric_sums(labels, outputs, weights)}
-    for name, value in sums.items():
-      self._vars[name].assign_add(value)
+    self.add(self.of(per_example_loss, outputs, labels, weights))
+
+  def hold(self, values):
+    """Keeps `values` until `commit` (a step whose update is decided in the next program)."""
+    for name, value in values.items():
+      self._held[name].assign(value)
+
+  def commit(self, weight):
+    """Adds the values held (times `weight`)."""
+    self.add({k: v.read_value() for k, v in self._held.items()}, weight)
+
+  def zeros(self):
+    """{name: zeros} shaped like the sums."""
+    return {k: tf.zeros(v.shape, v.dtype) for k, v in self._vars.items()}
 
   def reset(self):
-    for v in self._vars.values():
+    for v in [*self._vars.values(), *self._held.values()]:
       v.assign(tf.zeros_like(v))
 
   def read(self):
@@ -52,6 +78,20 @@ class Sums:
     return {**self._task.summarize(totals), "examples": totals["count"]}
 
 
+class LoopSums:
+  """What a train loop resets before its first step and reads after its last: the train sums
+  and the run state's counters (one host round trip a loop)."""
+
+  def __init__(self, sums, state):
+    self._sums, self._state = sums, state
+
+  def reset(self):
+    self._sums.reset()
+
+  def read(self):
+    return {**self._sums.read(), **(self._state.counters() if self._state is not None else {})}
+
+
 class Learner:
   """`task` on `model` with `optimizer`: the loss is a sum over the replica's examples divided
   by the *global* batch, so the all-reduced gradient is the global-batch mean.
@@ -67,17 +107,24 @@ class Learner:
     grad_accum_steps: micro-batches per replica per global step; their gradients are summed
       into one update (`train_step`).
     ema: a `trainer.ema.EMA` of the model, updated after every update, or None.
+    state: the run's `trainer.step.state.RunState` (its step counters), or None.
+    skip_nonfinite: skip an update whose all-reduced gradients are not all finite
+      (`trainer.step.update`; `config.nonfinite='skip'`), counted in `state`.
   """
 
   def __init__(self, model, optimizer, task, global_batch_size, num_outputs,
-               jit_gradients=False, grad_accum_steps=1, ema=None):
+               jit_gradients=False, grad_accum_steps=1, ema=None, state=None,
+               skip_nonfinite=False):
     self.model = model
     self.optimizer = optimizer
     self.task = task
     self.global_batch_size = global_batch_size
     self.grad_accum_steps = int(grad_accum_steps)
     self.ema = ema
+    self.state = state
+    self.skip_nonfinite = bool(skip_nonfinite) and state is not None
     self.train_sums = Sums("train", task, num_outputs)
+    self.loop_sums = LoopSums(self.train_sums, state)
     self.eval_sums = Sums("eval", task, num_outputs)
     self._gradients = (tf.function(self._compute_gradients, jit_compile=True)
                        if jit_gradients else self._compute_gradients)
@@ -101,22 +148,31 @@ class Learner:
     return grads, per_example, outputs
 
   def train_step(self, batch):
-    """One global step's share on this replica: gradients, update, EMA, metric sums."""
-    grads = self._batch_gradients(*batch)
-    self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
-    if self.ema is not None:
-      self.ema.update(self.optimizer.iterations)
+    """One global step's share on this replica: gradients, update (or a skipped one), EMA,
+    metric sums (nothing from a skipped step)."""
+    grads, sums = self._batch_gradients(*batch)
+    variables = self.model.trainable_variables
+    if not self.skip_nonfinite:
+      self.optimizer.apply_gradients(zip(grads, variables))
+      if self.ema is not None:
+        self.ema.update(self.optimizer.iterations)
+      self.train_sums.add(sums)
+      return
+    finite = update.finite_everywhere(update.local_finite(grads))
+    update.apply_or_skip(self.optimizer, grads, variables, self.ema, finite)
+    update.count(self.state, finite)
+    self.train_sums.add(sums, tf.cast(finite, tf.float32))
 
   def _batch_gradients(self, inputs, labels):
-    """This replica's gradients of its batch, and its metric sums (k micro-batches, summed)."""
+    """This replica's gradients of its batch and its metric sums, not added yet (k
+    micro-batches, summed)."""
     if self.grad_accum_steps == 1:
       return self._micro_step(inputs, labels)
     return self._accumulated_gradients(inputs, labels)
 
   def _micro_step(self, inputs, labels):
     grads, per_example, outputs = self._gradients(inputs, labels)
-    self.train_sums.update(per_example, outputs, labels, tf.ones_like(per_example))
-    return grads
+    return grads, self.train_sums.of(per_example, outputs, labels, tf.ones_like(per_example))
 
   def _accumulated_gradients(self, inputs, labels):
     """The sum of the gradients of k equal slices of the replica's batch, one after another.
@@ -131,16 +187,18 @@ class Learner:
     variables = self.model.trainable_variables
     has_gradient = []  # filled while the body is traced: None stays None, as with k = 1
 
-    def body(i, total):
+    def body(i, total, sums):
       micro = tf.nest.map_structure(lambda t: t[i], (inputs, labels))
-      grads = self._micro_step(*micro)
+      grads, micro_sums = self._micro_step(*micro)
       has_gradient[:] = [g is not None for g in grads]
-      return i + 1, [t if g is None else t + tf.convert_to_tensor(g)  # dense IndexedSlices
-                     for t, g in zip(total, grads)]
+      return (i + 1, [t if g is None else t + tf.convert_to_tensor(g)  # dense IndexedSlices
+                      for t, g in zip(total, grads)],
+              {n: sums[n] + micro_sums[n] for n in sums})
 
     zeros = [tf.zeros(v.shape, v.dtype) for v in variables]
-    _, total = tf.while_loop(lambda i, _: i < k, body, (tf.constant(0), zeros))
-    return [t if has else None for t, has in zip(total, has_gradient)]
+    no_sums = self.train_sums.zeros()
+    _, total, sums = tf.while_loop(lambda i, *_: i < k, body, (tf.constant(0), zeros, no_sums))
+    return [t if has else None for t, has in zip(total, has_gradient)], sums
 
   # The mirrored device-resident path (loop.make_replica_train_loop): the replica computes its
   # share of the gradients as one flat vector, the loop all-reduces it outside XLA, and the next
@@ -163,8 +221,9 @@ class Learner:
       has_gradient = []
 
       def gradients():
-        grads = self._batch_gradients(
+        grads, sums = self._batch_gradients(
             *batch_fn(tf.convert_to_tensor(self.optimizer.iterations), data))
+        self.train_sums.hold(sums)  # added by the next program, once the update is decided
         has_gradient[:] = [g is not None for g in grads]
         return tf.concat([tf.reshape(tf.cast(tf.zeros_like(v) if g is None else g,
                                              tf.float32), [-1])
@@ -186,10 +245,19 @@ class Learner:
     pieces = tf.split(flat, [v.shape.num_elements() for v in variables])
     pairs = [(tf.cast(tf.reshape(g, v.shape), v.dtype), v)
              for g, v, has in zip(pieces, variables, has_gradient) if has]
+    grads, variables = [g for g, _ in pairs], [v for _, v in pairs]
     with local_update.local_update(strategy, self.optimizer):
-      self.optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
-      if self.ema is not None:
-        self.ema.update(self.optimizer.iterations)
+      if not self.skip_nonfinite:
+        self.optimizer.apply(grads, variables)
+        if self.ema is not None:
+          self.ema.update(self.optimizer.iterations)
+        self.train_sums.commit(1.0)
+        return tf.constant(True)
+      # The gradients are all-reduced: the same decision on every replica.
+      finite = tf.reduce_all(tf.math.is_finite(flat))
+      update.apply_or_skip(self.optimizer, grads, variables, self.ema, finite)
+      update.count(self.state, finite)
+    self.train_sums.commit(tf.cast(finite, tf.float32))
     return tf.constant(True)
 
   def eval_step(self, batch):

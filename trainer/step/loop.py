@@ -22,7 +22,7 @@ def make_train_loop(strategy, step_fn, jit_step, sums):
     step_fn: one replica's share of a global step; takes one per-replica batch.
     jit_step: XLA-compile `step_fn` as one cluster, optimizer update included
       (`Execution.step`).
-    sums: the `learner.Sums` the steps add to: reset first, `read()` returned.
+    sums: what the steps add to (`Learner.loop_sums`): reset first, `read()` returned.
   """
   step = _jit(step_fn) if jit_step else step_fn
 
@@ -57,7 +57,7 @@ def make_device_train_loop(strategy, step_fn, batch_fn, global_step, sums, whole
     step_fn: one global step; takes a batch.
     batch_fn: global step (int64) -> batch, XLA-compilable (`data.make_device_batch_fn`).
     global_step: the variable counting global steps (`optimizer.iterations`).
-    sums: the `learner.Sums` the steps add to: reset first, `read()` returned.
+    sums: what the steps add to (`Learner.loop_sums`): reset first, `read()` returned.
     whole_loop_xla: compile all `num_steps` steps, batch draws included, as one XLA program
       (`Execution.whole_loop`). If False, `step_fn` runs as the caller made it, in a
       `tf.range` loop.
@@ -123,13 +123,13 @@ def make_replica_train_loop(strategy, learner, batch_fn, jit):
   @tf.function
   def loop(d, num_steps):
     yes, no = tf.constant(True), tf.constant(False)
-    learner.train_sums.reset()
+    learner.loop_sums.reset()
     first = tf.zeros([learner.flat_size()])
     reduced = strategy.run(lambda d: replica(first, d, no, yes), args=(d,))
     for _ in tf.range(num_steps - 1):
       reduced = strategy.run(lambda r, d: replica(r, d, yes, yes), args=(reduced, d))
     strategy.run(lambda r, d: replica(r, d, yes, no, reduce=False), args=(reduced, d))
-    return learner.train_sums.read()
+    return learner.loop_sums.read()
 
   return loop
 
@@ -161,13 +161,17 @@ class Runner:
       replica (`data.make_device_batch_fn`).
     data: with device-resident input, the split on the device(s) that `batch_fn` reads.
     iterator: otherwise, the distributed training iterator.
+    make_iterator: with an iterator, `start_step -> iterator` positioned at a global step (a
+      rollback repositions the input there).
   """
 
   def __init__(self, strategy, learner, execution, eval_dataset, *, batch_fn=None,
-               data=None, iterator=None):
+               data=None, iterator=None, make_iterator=None):
     self.learner = learner
+    self._iterator = iterator
+    self._make_iterator = make_iterator
     self._eval_dataset = eval_dataset
-    sums = learner.train_sums
+    sums = learner.loop_sums
     if execution.replica_update:
       draw = tf.function(batch_fn, jit_compile=True) if execution.draw else batch_fn
       loop = make_replica_train_loop(strategy, learner, draw, execution.step)
@@ -180,7 +184,7 @@ class Runner:
       self._run = lambda n: loop(tf.constant(n))
     else:
       loop = make_train_loop(strategy, learner.train_step, execution.step, sums)
-      self._run = lambda n: loop(iterator, tf.constant(n))
+      self._run = lambda n: loop(self._iterator, tf.constant(n))
     self._loop = loop
     self._eval_loop = make_eval_loop(strategy, learner.eval_step, execution.step)
 
@@ -192,12 +196,23 @@ class Runner:
     return int(self.learner.optimizer.iterations.numpy())  # int() alone fails on mirrored vars
 
   def train(self, num_steps) -> dict:
-    """Runs `num_steps` >= 1 global steps; returns their mean train metrics (a host read)."""
+    """Runs `num_steps` >= 1 global steps; returns their mean train metrics (a host read), and
+    the run state's counters `skipped_updates` and `consecutive_skips` if it has one."""
     if num_steps < 1:
       raise ValueError(f"num_steps must be >= 1, got {num_steps}")
     with testpoints.point("loop"):
-      sums = self._run(num_steps)
-    return _floats(self.learner.train_sums.result(sums))
+      values = self._run(num_steps)
+    counters = {k: int(values.pop(k)) for k in ("skipped_updates", "consecutive_skips")
+                if k in values}
+    if not float(values["count"]):  # every update skipped: no loss or metric to report
+      return counters
+    return {**_floats(self.learner.train_sums.result(values)), **counters}
+
+  def reposition(self, step):
+    """Makes the next batch that of global step `step` (after a rollback); device-resident
+    input draws by `iterations` anyway."""
+    if self._make_iterator is not None:
+      self._iterator = self._make_iterator(step)
 
   def evaluate(self) -> dict:
     """One pass over the eval split; returns its metrics. With a weight average, a second
