@@ -112,15 +112,6 @@ def test_train_starts_at_a_tensor_start_step_like_optimizer_iterations(digits):
     np.testing.assert_array_equal(y.numpy(), want_y.numpy())
 
 
-def test_fewer_train_examples_than_pipelines_is_a_config_error():
-  images, labels = np.zeros((1, 1, 1, 1), np.uint8), np.zeros(1, np.int32)
-  ctx = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=0,
-                                   num_replicas_in_sync=2)
-  with pytest.raises(ConfigError, match=r"^dataset: 'tiny' has 1 train examples, fewer than "
-                                        r"the 2 input pipelines"):
-    in_memory.train_fn("tiny", images, labels, 2, 0, False)(ctx)
-
-
 def test_device_batches_are_the_train_batches(digits, one, two):
   batch, d = data.make_device_batch_fn(digits, one, 128, 0, True)
   [[(x, y)]] = take(data.make_train_dataset(digits, one, 128, 0, True, start_step=5), one, 1)

@@ -1,4 +1,4 @@
-"""Tests for trainer.data.sampling: exact determinism and resume, coverage, sharding.
+"""Tests for trainer.data.sampling: exact determinism and resume, coverage, pipelines.
 
 No network: `digits` is built from scikit-learn into a tmp data_dir.
 """
@@ -61,19 +61,22 @@ def test_example_indices_are_a_fresh_permutation_each_epoch_and_continuous():
   np.testing.assert_array_equal(data.example_indices(0, n, 40, seed).numpy(), stream)
 
 
-def test_pipelines_partition_the_examples():
-  """Two input pipelines (two hosts): disjoint shards that together cover an epoch."""
-  images = np.arange(7, dtype=np.uint8).reshape(7, 1, 1, 1)
-  labels = np.arange(7, dtype=np.int32)
-  seen = []
-  for pid in range(2):
+def test_pipelines_draw_their_slices_of_the_one_process_batch(digits):
+  """P input pipelines (P workers) draw, at every step, the global batch of one pipeline (one
+  process), augmentation included: pipeline p's local replicas get its slices in order."""
+  images, labels = data.load_in_memory(digits, "train")
+  args = (images, labels, 48, 7, True, True, 29)  # start_step 29: a resume, across an epoch
+  whole = list(in_memory.train_fn(*args)(tf.distribute.InputContext()).take(3))
+  parts = []
+  for pid in range(2):  # 2 pipelines of 2 local replicas: 12 examples a replica
     ctx = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=pid,
-                                     num_replicas_in_sync=2)
-    ds = in_memory.train_fn("digits", images, labels, 2, 0, False, False, 0)(ctx)
-    shard = [int(v) for _, y in ds.take(4) for v in y.numpy()]  # 4 examples = 1+ epoch
-    assert sorted(shard[:len(range(pid, 7, 2))]) == list(range(pid, 7, 2))
-    seen += shard[:len(range(pid, 7, 2))]
-  assert sorted(seen) == list(range(7))
+                                     num_replicas_in_sync=4)
+    parts.append(list(in_memory.train_fn(*args)(ctx).take(6)))  # 2 slices a step
+  for s, (x, y) in enumerate(whole):
+    slices = [parts[p][2 * s + r] for p in range(2) for r in range(2)]
+    assert [len(t[1]) for t in slices] == [12] * 4
+    np.testing.assert_array_equal(x.numpy(), np.concatenate([t[0] for t in slices]))
+    np.testing.assert_array_equal(y.numpy(), np.concatenate([t[1] for t in slices]))
 
 
 def test_mirrored_replicas_get_half_batches_of_different_examples(digits, two):

@@ -1,12 +1,14 @@
 """launch/multiworker.py for real: local MultiWorkerMirroredStrategy runs and fail-fast.
 
 The training tests start 2 worker processes on 127.0.0.1 and compare them with a
-single-process --strategy=cpu run. On CPU, TF's MultiWorkerMirroredStrategy takes one device
-per worker (CollectiveAllReduceExtended._initialize_local_devices hard-codes CPU:0 whatever
-the logical devices or the resolver's num_accelerators say), so the product runs 2 workers x 1
-replica. The 2 x 2 case (4 replicas, as with 2 GPUs per worker) runs through a test-only
-wrapper that overrides that private method; it shows the trainer's per-worker batching,
-collectives and checkpointing hold with several replicas per worker.
+single-process --strategy=cpu run: its learning rates, and its weights after a few steps (the
+same global batches, so the same update up to float rounding). On CPU, TF's
+MultiWorkerMirroredStrategy takes one device per worker
+(CollectiveAllReduceExtended._initialize_local_devices hard-codes CPU:0 whatever the logical
+devices or the resolver's num_accelerators say), so the product runs 2 workers x 1 replica.
+The 2 x 2 case (4 replicas, as with 2 GPUs per worker) runs through a test-only wrapper that
+overrides that private method; it shows the trainer's per-worker batching, collectives and
+checkpointing hold with several replicas per worker.
 """
 
 import json
@@ -18,9 +20,11 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.conftest import ckpt_dir, tensors
 from trainer.run.summaries import read_scalars
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -32,6 +36,16 @@ CONFIG_FLAGS = [f"--config.total_steps={TOTAL_STEPS}", "--config.steps_per_loop=
                 "--config.schedule.warmup_fraction=0",
                 # Micro-batches and the weight average work across workers too.
                 "--config.grad_accum_steps=2", "--config.ema_decay=0.9"]
+
+# A few AdamW steps at a constant LR: float rounding has had no time to grow, so any other
+# batch, initial weight or reduction shows (issue 22: sharded data moved weights by 0.039).
+UPDATE_FLAGS = ["--config.total_steps=3", "--config.steps_per_loop=1", "--config.eval_every=0",
+                "--config.checkpoint_every=3", "--config.global_batch_size=32",
+                "--config.schedule.warmup_fraction=0", "--config.schedule.decay=constant",
+                "--config.schedule.target_lr=0.01", "--config.ema_decay=0.9"]
+# Per variable, |a - b| / |a| (Euclidean norms): one element can move more, where Adam divides
+# a near-zero gradient by its near-zero root mean square. Measured 7e-7 after 2 steps.
+UPDATE_RTOL = 1e-5
 
 _CPU_REPLICAS_WRAPPER = '''
 """Test-only: MultiWorkerMirroredStrategy over every logical CPU device of each worker."""
@@ -73,23 +87,18 @@ def _worker_pids(stderr):
   return [int(p) for p in match.group(1).split()]
 
 
-@pytest.fixture(scope="module")
-def single_process_run(tmp_path_factory):
-  """The same config trained by one process on --strategy=cpu; also prepares the data."""
-  root = tmp_path_factory.mktemp("single")
-  data_dir, workdir = root / "tfds", root / "run"
+def _one_process(workdir, data_dir, flags):
+  """`flags` trained by one process on --strategy=cpu in `workdir`."""
   r = subprocess.run(
       [sys.executable, "-m", "trainer.main", "--strategy=cpu", f"--workdir={workdir}",
-       f"--config.data_dir={data_dir}", *CONFIG_FLAGS],
+       f"--config.data_dir={data_dir}", *flags],
       cwd=REPO, capture_output=True, text=True, timeout=300)
   assert r.returncode == 0, r.stderr[-3000:]
-  return data_dir, read_scalars(str(workdir), "train", "learning_rate")
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("devices_per_worker", [1, 2])
-def test_two_workers_train_like_one_process(single_process_run, tmp_path, devices_per_worker):
-  data_dir, single_lrs = single_process_run
+def _two_workers(tmp_path, devices_per_worker, data_dir, flags):
+  """`flags` trained by 2 workers of `devices_per_worker` replicas in tmp_path/run, its
+  scratch in tmp_path/tmp; the launcher's CompletedProcess (checked to have succeeded)."""
   workdir, scratch = tmp_path / "run", tmp_path / "tmp"
   scratch.mkdir()
   # TMPDIR: where non-chief workers put their throwaway checkpoint copies.
@@ -103,9 +112,55 @@ def test_two_workers_train_like_one_process(single_process_run, tmp_path, device
     (tmp_path / "mw_cpu_replicas.py").write_text(_CPU_REPLICAS_WRAPPER)
     args += ["--module=mw_cpu_replicas", f"--cpu_devices_per_worker={devices_per_worker}"]
   r, seconds = _launch(args + ["--", f"--workdir={workdir}", f"--config.data_dir={data_dir}",
-                               *CONFIG_FLAGS], env=env, timeout=900)
+                               *flags], env=env, timeout=900)
   print(f"2 workers x {devices_per_worker} device(s): {seconds:.1f} s")
   assert r.returncode == 0, r.stdout[-5000:] + r.stderr[-2000:]
+  return r
+
+
+@pytest.fixture(scope="module")
+def single_process_run(data_dir, tmp_path_factory):
+  """The same config trained by one process on --strategy=cpu: (data_dir, its LRs)."""
+  workdir = tmp_path_factory.mktemp("single") / "run"
+  _one_process(workdir, data_dir, CONFIG_FLAGS)
+  return data_dir, read_scalars(str(workdir), "train", "learning_rate")
+
+
+@pytest.fixture(scope="module")
+def one_process_update(data_dir, tmp_path_factory):
+  """The workdir of UPDATE_FLAGS trained by one process on --strategy=cpu."""
+  workdir = tmp_path_factory.mktemp("update") / "run"
+  _one_process(workdir, data_dir, UPDATE_FLAGS)
+  return workdir
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("devices_per_worker", [1, 2])
+def test_two_workers_make_the_update_of_one_process(one_process_update, data_dir, tmp_path,
+                                                    devices_per_worker):
+  _two_workers(tmp_path, devices_per_worker, data_dir, UPDATE_FLAGS)
+  one, two = tensors(ckpt_dir(one_process_update)), tensors(ckpt_dir(tmp_path / "run"))
+  assert sorted(one) == sorted(two)  # model, optimizer slots, EMA, iterations
+  assert [int(v) for k, v in two.items() if "iterations" in k] == [3]
+  for key, want in one.items():
+    error = np.linalg.norm((two[key] - want).astype(np.float64))
+    assert error <= UPDATE_RTOL * np.linalg.norm(want.astype(np.float64)), (key, error)
+  # The final eval of those weights, each worker on its share of the held-out split: a share
+  # lost or read in place of another would move the loss. One near-tie example may flip.
+  (loss_one,), (loss_two,) = (read_scalars(str(w), "eval", "loss").values()
+                              for w in (one_process_update, tmp_path / "run"))
+  assert abs(loss_two - loss_one) <= UPDATE_RTOL * abs(loss_one)
+  (acc_one,), (acc_two,) = (read_scalars(str(w), "eval", "accuracy").values()
+                            for w in (one_process_update, tmp_path / "run"))
+  assert abs(acc_two - acc_one) <= 1 / 360 + 1e-6  # digits holds out 360 examples
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("devices_per_worker", [1, 2])
+def test_two_workers_train_like_one_process(single_process_run, tmp_path, devices_per_worker):
+  data_dir, single_lrs = single_process_run
+  workdir, scratch = tmp_path / "run", tmp_path / "tmp"
+  r = _two_workers(tmp_path, devices_per_worker, data_dir, CONFIG_FLAGS)
   assert "all workers exited with status 0" in r.stderr
   chief_pid, other_pid = _worker_pids(r.stderr)
   assert not _alive(chief_pid) and not _alive(other_pid)

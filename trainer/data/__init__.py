@@ -5,19 +5,25 @@ per-replica batches of global_batch_size / num_replicas_in_sync examples. Images
 float32 in [0, 1], labels as int32.
 
 Determinism. A dataset whose train split fits in host memory (at most IN_MEMORY_MAX_BYTES as
-uint8) is loaded once and read by random access: input pipeline p (of P) owns the examples
-p, p + P, p + 2P, ... and reads them as one endless stream, epoch after epoch, each epoch in a
-fresh pseudorandom order keyed by (seed, p, epoch); an example's augmentation is keyed by
-(seed, p, its position in the stream). At global step s a pipeline feeding R local replicas
-draws `batch_at(s, ...)` of R * b examples, a pure function, and deals it out in R consecutive
-slices of b. So the examples and their augmentation at a step depend only on (seed, step,
-dataset, global batch, number of input pipelines), not on how many replicas share them, and
+uint8) is loaded once and read by random access as one endless stream over the whole split,
+epoch after epoch, each epoch in a fresh pseudorandom order keyed by (seed, epoch); an
+example's augmentation is keyed by (seed, its position in the stream). The global batch of
+step s is stream positions s * B ... s * B + B - 1 (B = global_batch_size). Every input
+pipeline holds the whole split and draws only its slice of that batch: pipeline p (of P)
+feeding R local replicas draws `batch_at(s * P + p, ...)` of R * b examples, a pure function,
+and deals it out in R consecutive slices of b. So the examples and their augmentation at a
+step depend only on (seed, step, dataset, global batch), not on how many workers or replicas
+share them: P workers make the update one process makes, up to float rounding (tested), and
 `make_train_dataset(..., start_step=k)` resumes exactly, with no iterator state in the
-checkpoint.
+checkpoint. The eval split is dealt out whole: pipeline p evaluates the examples p, p + P, ...
 
-Bigger datasets stream from the TFDS files (file shuffle + SHUFFLE_BUFFER, seeded). That stream
-is reproducible from step 0 but a resumed run does not replay it: it restarts with a fresh,
-(seed, start_step)-keyed shuffle, so its position is approximate.
+Where that equality cannot hold: bigger datasets stream from the TFDS files (file shuffle +
+SHUFFLE_BUFFER, seeded), each pipeline reading its own share of the files through its own
+shuffle buffer, so P workers train on other batches than one process (from the same data, in
+another order) and another number of workers gives another run. The stream is reproducible
+from step 0 for a given number of pipelines, but a resumed run does not replay it: it restarts
+with a fresh, (seed, start_step)-keyed shuffle, so its position is approximate. A tf.data
+stream of your own (`streams`) gives each pipeline whatever your `fn(ctx)` gives it.
 
 Images of variable size (e.g. imagenet2012) are resized to RESIZE_TO (aspect ratio not kept).
 

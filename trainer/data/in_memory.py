@@ -52,20 +52,22 @@ def load_in_memory(info: info_lib.DatasetInfo, split: str = "train",
 
 def batch_at(element, images, labels, batch_size: int, seed: int, pipeline_id: int = 0,
              augment: bool = False, flip: bool = False):
-  """Batch number `element` (of `batch_size`) of one input pipeline's endless training stream.
+  """Batch number `element` (of `batch_size`) of the endless training stream over a split.
 
-  Pure TF and XLA-compilable (usable inside a compiled loop on device-resident data). The
-  trainer draws element = global step with batch_size = the pipeline's share of the global
-  batch. Stream position k = element * batch_size + j is the same example, augmented the
-  same way, whatever `batch_size` slices the stream.
+  Pure TF and XLA-compilable (usable inside a compiled loop on device-resident data). Stream
+  position k = element * batch_size + j is the same example, augmented the same way, whatever
+  `batch_size` slices the stream. The trainer draws the global batch of step s as positions
+  s * B ... s * B + B - 1 of one stream: a draw of B/Q examples (a pipeline's or a replica's
+  share, Q shares) is element s * Q + q.
 
   Args:
-    element: int64 scalar, the batch number within this pipeline's stream.
-    images: uint8 [n, H, W, C], this pipeline's examples (`shard(all_images, P, p)`).
-    labels: int32 [n], this pipeline's labels.
+    element: int64 scalar, the batch number within the stream.
+    images: uint8 [n, H, W, C], the whole split.
+    labels: int32 [n], its labels.
     batch_size: examples per batch (static).
     seed: the run's seed.
-    pipeline_id: this pipeline's InputContext.input_pipeline_id.
+    pipeline_id: keys the stream with `seed`; every pipeline and replica of the trainer reads
+      stream 0.
     augment: random translation by up to max(1, H // 8) pixels (zero fill).
     flip: also random horizontal flips (only with augment).
 
@@ -83,23 +85,26 @@ def batch_at(element, images, labels, batch_size: int, seed: int, pipeline_id: i
   return augment_lib.to_float(x), tf.gather(labels, idx)
 
 
-def train_fn(name, images, labels, global_batch_size, seed, augment, flip=False, start_step=0,
+def train_fn(images, labels, global_batch_size, seed, augment, flip=False, start_step=0,
              jit=True):
   """`dataset_fn(ctx)`: endless train batches of the split `images`, `labels` from start_step.
 
-  `name` is the dataset's (for error messages); `jit`: draw each batch as one XLA program.
+  Every input pipeline draws from the one stream over the whole split that a single process
+  reads: at global step s, pipeline p (of P, feeding R local replicas of b examples) draws
+  `batch_at(s * P + p, ...)` of R * b examples, its slice of the global batch of step s. So
+  P workers train on the very batches of one process (issue 22: sharding the split per
+  pipeline gave them other examples, and so another update). Each pipeline holds the whole
+  split, which fits in host memory by definition. `jit`: draw each batch as one XLA program.
   """
 
   def dataset_fn(ctx):
     b, local_replicas, num_pipelines, pid = sampling.layout(global_batch_size, ctx)
-    if images.shape[0] < num_pipelines:
-      raise ConfigError(f"dataset: {name!r} has {images.shape[0]} train examples, "
-                        f"fewer than the {num_pipelines} input pipelines")
-    x = tf.constant(sampling.shard(images, num_pipelines, pid))
-    y = tf.constant(sampling.shard(labels, num_pipelines, pid))
+    x, y = tf.constant(images), tf.constant(labels)
     # One draw per step for all local replicas: the per-draw cost does not grow with them.
-    draw = lambda s: batch_at(s, x, y, b * local_replicas, seed, pid,  # noqa: E731
-                              augment, flip)
+    # Stream position k is the same example whatever batch slices it, so element s * P + p of
+    # R * b examples is positions [s * B + p * R * b, s * B + (p + 1) * R * b) of the stream.
+    draw = lambda s: batch_at(s * num_pipelines + pid, x, y,  # noqa: E731
+                              b * local_replicas, seed, 0, augment, flip)
     # One XLA program per draw is much cheaper than the same ops run one by one in tf.data
     # (measured: docs/benchmarks.md).
     if jit:

@@ -38,8 +38,8 @@ def train_dataset_fn(info: DatasetInfo, global_batch_size: int, seed: int, augme
   flip = bool(augment) and info.flip_allowed
   if info.fits_in_memory:
     images, labels = in_memory.load_in_memory(info, "train")
-    return in_memory.train_fn(info.name, images, labels, global_batch_size, seed, augment, flip,
-                              start_step, jit)
+    return in_memory.train_fn(images, labels, global_batch_size, seed, augment, flip, start_step,
+                              jit)
   return streaming.train_fn(info, global_batch_size, seed, augment, flip, start_step)
 
 

@@ -1,10 +1,11 @@
 """Deterministic sampling: which example each input pipeline reads where, and its random draws.
 
-Owns the division of a split among input pipelines (`shard`, `layout`, the eval batch count),
-the endless shuffled stream of one pipeline (`example_indices`: a Feistel permutation per
-epoch, evaluated pointwise), the per-example random draws keyed by stream position
-(`example_draws`) and the seeds of a pipeline (`pipeline_seeds`). Everything is a pure
-function of its arguments, and the TF parts are XLA-compilable.
+Owns the division of the eval split among input pipelines (`shard`, the eval batch count), a
+pipeline's share of the replicas (`layout`), the endless shuffled train stream that every
+pipeline reads its slices of (`example_indices`: a Feistel permutation per epoch, evaluated
+pointwise), the per-example random draws keyed by stream position (`example_draws`) and the
+seeds of a stream (`pipeline_seeds`). Everything is a pure function of its arguments, and the
+TF parts are XLA-compilable.
 """
 
 import math
@@ -26,7 +27,7 @@ def example_indices(element, num_examples: int, batch_size: int, seed):
 
   Args:
     element: int64 scalar, the per-replica batch number within the stream.
-    num_examples: examples in the stream (one pipeline's shard).
+    num_examples: examples in the stream (the whole split).
     batch_size: per-replica batch size.
     seed: int64 [2] stateless seed of the stream (batch_at uses one per (seed, pipeline)).
   """
@@ -54,7 +55,7 @@ def example_indices(element, num_examples: int, batch_size: int, seed):
 
 
 def shard(array: np.ndarray, num_pipelines: int, pipeline_id: int) -> np.ndarray:
-  """The examples input pipeline `pipeline_id` owns: every num_pipelines-th, from its id."""
+  """The eval examples of input pipeline `pipeline_id`: every num_pipelines-th, from its id."""
   return array[pipeline_id::num_pipelines]
 
 
