@@ -77,6 +77,28 @@ def test_non_chief_consoles_are_silent(capsys):
   assert capsys.readouterr().out == ""
 
 
+def test_rates_read_as_people_write_them():
+  assert [console.rate(v) for v in (950.0, 25_700.0, 2_651_000.0, 12_300_000.0)] == [
+      "950", "25.7k", "2.65M", "12.3M"]  # not 2651.0k
+
+
+def test_the_end_summary_gives_the_steady_rate_beside_the_mean(capsys):
+  result = {"step": 600, "loss": 0.08, "accuracy": 0.97, "examples_per_sec": 6400.0,
+            "steady_examples_per_sec": 25_700.0, "best": ("accuracy", 500, 0.975),
+            "stopped": ""}
+  console.end_summary(result, "runs/a", 62.0)
+  lines = capsys.readouterr().out.splitlines()
+  assert lines[0] == ("done: step 600 in 0:01:02, 25.7k examples/s after the first loop "
+                      "(6.4k mean, compilation included)")
+  assert lines[1] == "eval: loss 0.08, accuracy 0.97 (final); best accuracy 0.975 at step 500"
+  assert lines[2].startswith("results in runs/a: ") and len(lines) == 3
+  console.end_summary({**result, "steady_examples_per_sec": 0.0}, "runs/a", 5.0)
+  assert "6.4k examples/s (one loop, compilation included)" in capsys.readouterr().out
+  console.end_summary({**result, "examples_per_sec": 0.0, "steady_examples_per_sec": 0.0},
+                      "runs/a", 1.0)
+  assert capsys.readouterr().out.startswith("done: step 600 in 0:00:01, nothing left to train")
+
+
 def test_startup_lines_hidden_keeps_everything_but_the_known_harmless_lines(capfd):
   with console.startup_lines_hidden():
     os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are "
@@ -134,6 +156,8 @@ def test_a_run_on_a_terminal_shows_the_live_line_and_no_tf_chatter(data_dir, tmp
                    text), text[-3000:]
   assert re.search(r"eval step 60/120: loss [0-9.]+, accuracy [0-9.]+\r?\n", text)
   assert "done: step 120" in text and "results in" in text
+  assert "examples/s after the first loop" in text  # the steady rate, beside the mean
+  assert "done: {" not in text  # once, as the summary: no dict of the result beside it
   for chatter in ("functional_saver", "Sharding callback", "GeneratorDatasetOp", "UserWarning",
                   "oneDNN custom operations", "cudart_stub", "cpu_feature_guard",
                   "InitializeLog", "Compiled cluster using XLA", "tf_record_dataset_op"):

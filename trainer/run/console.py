@@ -194,9 +194,8 @@ def end_summary(result, workdir, seconds):
   """The lines a run ends with on the chief: the step, time and rates, the final and best
   eval, and where the files are (`result` from `train_and_evaluate`)."""
   final = ", ".join(f"{k} {v:.4g}" for k, v in result.items()
-                    if isinstance(v, float) and k not in ("examples_per_sec",))
-  print(f"done: step {result['step']} in {duration(seconds)}, "
-        f"{rate(result['examples_per_sec'])} examples/s (mean of this run's loops)")
+                    if isinstance(v, float) and not k.endswith("examples_per_sec"))
+  print(f"done: step {result['step']} in {duration(seconds)}, {_rates(result)}")
   if result.get("stopped"):
     print(f"stopped early at step {result['step']}: {result['stopped']}")
   best = result["best"]
@@ -204,3 +203,14 @@ def end_summary(result, workdir, seconds):
                                     if best else ""))
   print(f"results in {workdir}: config.json, curves.png, schedule.png, checkpoints/, train/, "
         f"eval/, export/; watch with: tensorboard --logdir {workdir}")
+
+
+def _rates(result):
+  """The steady rate first: the mean includes the first loop, which compiles the step."""
+  mean, steady = result["examples_per_sec"], result.get("steady_examples_per_sec", 0.0)
+  if not mean:
+    return "nothing left to train"
+  if not steady:
+    return f"{rate(mean)} examples/s (one loop, compilation included)"
+  return (f"{rate(steady)} examples/s after the first loop ({rate(mean)} mean, compilation "
+          f"included)")

@@ -47,7 +47,8 @@ def train_and_evaluate(config, workdir, strategy=None, allow_config_change=False
   Returns:
     A dict with the final global `step`, the final eval metrics (`loss` and the task's:
     `accuracy`; `mse`, `mae`, `r2`), the mean `examples_per_sec` of the steps this call
-    trained (0 if none), `best`: (metric, step, value) of the task's best eval so far (None
+    trained (0 if none), `steady_examples_per_sec`: the same over its loops after the first,
+    which compiles the step (0 with fewer than two loops), `best`: (metric, step, value) of the task's best eval so far (None
     off the chief), and `stopped`: the reason an action stopped the run ('' if none).
 
   Raises:
@@ -104,7 +105,8 @@ def train_and_evaluate(config, workdir, strategy=None, allow_config_change=False
     held.check()
     export.write(parts, workdir, chief)
   best = _best(workdir, spec.task.best) if chief else None
-  return {**result, "examples_per_sec": control.examples_per_sec, "best": best,
+  return {**result, "examples_per_sec": control.examples_per_sec,
+          "steady_examples_per_sec": control.steady_examples_per_sec, "best": best,
           "stopped": control.stop_reason}
 
 
