@@ -66,6 +66,17 @@ class DatasetInfo:
     itemsize = tf.as_dtype(self.input_dtype).size
     return self.num_train_examples * math.prod(self.image_shape) * itemsize <= IN_MEMORY_MAX_BYTES
 
+  def summary(self) -> str:
+    """One short line for people, e.g. 'digits: 1437 train / 360 eval, uint8 8x8x1 images,
+    10 classes' (config.json records the dataset's settings)."""
+    shape = "x".join(map(str, self.image_shape))
+    inputs = (f"{self.input_dtype} {shape} images" if self.is_image
+              else f"{self.input_dtype} [{shape}] inputs")
+    labels = (f"{self.num_classes} classes" if self.num_classes
+              else f"{self.label_dtype} [{'x'.join(map(str, self.label_shape))}] targets")
+    return (f"{self.name}: {self.num_train_examples} train / {self.num_eval_examples} eval, "
+            f"{inputs}, {labels}")
+
   @property
   def flip_allowed(self) -> bool:
     """Whether augmentation may mirror images left-right (see NO_FLIP)."""

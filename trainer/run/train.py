@@ -48,8 +48,9 @@ def train_and_evaluate(config, workdir, strategy=None, allow_config_change=False
     A dict with the final global `step`, the final eval metrics (`loss` and the task's:
     `accuracy`; `mse`, `mae`, `r2`), the mean `examples_per_sec` of the steps this call
     trained (0 if none), `steady_examples_per_sec`: the same over its loops after the first,
-    which compiles the step (0 with fewer than two loops), `best`: (metric, step, value) of the task's best eval so far (None
-    off the chief), and `stopped`: the reason an action stopped the run ('' if none).
+    which compiles the step (0 with fewer than two loops), `best`: (metric, step, value) of
+    the task's best eval so far (None off the chief), and `stopped`: the reason an action
+    stopped the run ('' if none).
 
   Raises:
     ConfigError: a bad config, before anything is written to `workdir`.
@@ -63,8 +64,9 @@ def train_and_evaluate(config, workdir, strategy=None, allow_config_change=False
           else config_lib.resolve(config_lib.settle(config), strategy))
   files.check_writable(workdir)
   chief = strategy_lib.is_chief(strategy)
-  logging.info("%s; %s; precision %s; plan %s", strategy_lib.describe(strategy), spec.info,
-               spec.policy, spec.plan)
+  # Short: the full record of the data and the plan is config.json.
+  logging.info("%s; %s; precision %s; %s", strategy_lib.describe(strategy),
+               spec.info.summary(), spec.policy, spec.plan.summary())
 
   # One run per workdir: the lock comes before anything of the workdir is read or written.
   with (lock.Lock(workdir, chief, force_unlock) as held, global_policy(spec.policy),
