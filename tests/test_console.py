@@ -1,5 +1,6 @@
 """The console: the live line and ETA, plain lines off a terminal, TF's chatter hidden."""
 
+import io
 import logging as std_logging
 import os
 import pty
@@ -67,6 +68,42 @@ def test_off_a_terminal_train_lines_are_absl_lines_at_a_sensible_rate(capsys):
   assert train[-1].startswith("train step 1000/1000")
   assert lines[-1] == "eval step 1000/1000: accuracy 0.5"
   assert capsys.readouterr().out == ""  # nothing drawn off a terminal
+
+
+def test_for_python_callers_lines_are_printed_and_a_notebook_redraws_in_place(monkeypatch,
+                                                                               capsys):
+  """`train_and_evaluate` from a script or a notebook: absl shows no INFO there, so the lines
+  are printed; Jupyter redraws after a carriage return but shows escapes as they are."""
+  clock = _Clock()
+  c = console.Console(100, tty=False, log_every=30.0, clock=clock, lines="print")
+  _train(c, clock, 10, 5.0)
+  _train(c, clock, 50, 4.0)  # within 30 s of the last line: not printed
+  c.eval(50, {"accuracy": 0.9})
+  c.note("OneDeviceStrategy: 1 replica on CPU:0")
+  c.close()
+  assert capsys.readouterr().out == (
+      "train step 10/100, loss 0.5, lr 0.001, 2.5k ex/s, ETA --\n"
+      "eval step 50/100: accuracy 0.9\nOneDeviceStrategy: 1 replica on CPU:0\n")
+
+  notebook = type("OutStream", (io.StringIO,), {"__module__": "ipykernel.iostream"})()
+  monkeypatch.setattr(sys, "stdout", notebook)
+  assert console.in_notebook()
+  c = console.Console(100, tty=False, clock=clock, lines="print")
+  _train(c, clock, 10, 5.0, loss=0.123456, learning_rate=0.00123456, examples_per_sec=25e3)
+  _train(c, clock, 20, 1.0)  # a shorter line: blanks cover the longer one's end
+  c.eval(20, {"accuracy": 0.9})
+  _train(c, clock, 30, 1.0)
+  c.close()
+  first = "step 10/100  loss 0.1235  lr 0.00123  25.0k ex/s  ETA --"
+  second = "step 20/100  loss 0.5  lr 0.001  2.5k ex/s  ETA 0:00:08"
+  assert len(second) < len(first)
+  assert notebook.getvalue() == (
+      f"\r{first}\r{second.ljust(len(first))}\neval step 20/100: accuracy 0.9\n"
+      f"\rstep 30/100  loss 0.5  lr 0.001  2.5k ex/s  ETA 0:00:07\n")
+  assert "\x1b" not in notebook.getvalue()
+  log = console.Console(100, tty=False, clock=clock)  # the command line's: absl lines
+  log.train(10, {"loss": 0.5})
+  assert notebook.getvalue().endswith("ETA 0:00:07\n")
 
 
 def test_non_chief_consoles_are_silent(capsys):

@@ -9,8 +9,7 @@ trains, and a run that finished (or that an action stopped) ends with `workdir/e
 """
 
 import os
-
-from absl import logging
+import time
 
 from trainer import config as config_lib
 from trainer.base import preemption
@@ -25,7 +24,7 @@ from trainer.step import build
 
 
 def train_and_evaluate(config, workdir, strategy=None, allow_config_change=False,
-                       force_unlock=False, train_actions=(), eval_actions=()):
+                       force_unlock=False, train_actions=(), eval_actions=(), progress=True):
   """Trains `config` in `workdir`, resuming from its latest checkpoint, and evaluates.
 
   Args:
@@ -43,6 +42,11 @@ def train_and_evaluate(config, workdir, strategy=None, allow_config_change=False
       to be dead; see `trainer.rundir.lock.Lock`).
     train_actions, eval_actions: called after each train loop / eval, after the run's own
       (`trainer.run.actions`); one may stop the run.
+    progress: show the run as `python -m trainer.main` does, on stdout (the chief only): the
+      set-up, a train line (redrawn in place on a terminal and in a Jupyter notebook, else
+      at most every 30 s), each eval, and the same summary at the end. False: print nothing.
+      Either way TF's harmless tf.data options warning is hidden during the call (the
+      warning filters are put back after it).
 
   Returns:
     A dict with the final global `step`, the final eval metrics (`loss` and the task's:
@@ -59,14 +63,31 @@ def train_and_evaluate(config, workdir, strategy=None, allow_config_change=False
     Preempted: SIGTERM arrived; a checkpoint of the current step was written.
     CheckpointError: a checkpoint could not be written or none can be read.
   """
+  start = time.monotonic()
   strategy = strategy or strategy_lib.get_strategy("auto")
+  with console.harmless_warnings_hidden():
+    result = run(config, workdir, strategy, allow_config_change, force_unlock, train_actions,
+                 eval_actions, lines="print" if progress else None)
+  if progress and strategy_lib.is_chief(strategy):
+    console.end_summary(result, workdir, time.monotonic() - start)
+  return result
+
+
+def run(config, workdir, strategy, allow_config_change=False, force_unlock=False,
+        train_actions=(), eval_actions=(), lines="log"):
+  """`train_and_evaluate` without its end summary (the command line prints it itself).
+  `lines`: where the console's lines go off a terminal (`console.Console`: 'log' for the
+  command line, 'print' for a Python caller) or None: no console (the set-up still goes to
+  absl's INFO log)."""
   spec = (config if isinstance(config, config_lib.RunSpec)
           else config_lib.resolve(config_lib.settle(config), strategy))
   files.check_writable(workdir)
   chief = strategy_lib.is_chief(strategy)
+  show = console.Console(spec.plan.total_steps, chief and lines is not None,
+                         lines=lines or "log")
   # Short: the full record of the data and the plan is config.json.
-  logging.info("%s; %s; precision %s; %s", strategy_lib.describe(strategy),
-               spec.info.summary(), spec.policy, spec.plan.summary())
+  show.note(f"{strategy_lib.describe(strategy)}; {spec.info.summary()}; precision "
+            f"{spec.policy}; {spec.plan.summary()}")
 
   # One run per workdir: the lock comes before anything of the workdir is read or written.
   with (lock.Lock(workdir, chief, force_unlock) as held, global_policy(spec.policy),
@@ -79,7 +100,7 @@ def train_and_evaluate(config, workdir, strategy=None, allow_config_change=False
     ckpt.restore_latest()
     start_step = int(parts.optimizer.iterations.numpy())
     runner = build.make_runner(parts, start_step=start_step)
-    logging.info("%s", parts.execution.describe())
+    show.note(parts.execution.describe())
     if chief and not decision.takes_over:
       _write_run_files(workdir, spec, decision.schedules)
 
@@ -89,8 +110,7 @@ def train_and_evaluate(config, workdir, strategy=None, allow_config_change=False
         _write_run_files(workdir, spec, decision.schedules)
 
     plan = spec.plan
-    writer = summaries.Summaries(workdir, chief, console.Console(plan.total_steps, chief),
-                                 resume_step=start_step)
+    writer = summaries.Summaries(workdir, chief, show, resume_step=start_step)
     cadence = controller.Cadence(plan.total_steps, spec.config.steps_per_loop,
                                  spec.config.eval_every, spec.config.checkpoint_every)
     control = controller.Controller(
