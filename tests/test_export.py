@@ -205,8 +205,8 @@ path = {os.path.join(workdir, "export", "model.keras")!r}
 try:
   keras.models.load_model(path)
   without_import = "loaded"
-except Exception as e:  # the schedule's class is not registered yet
-  without_import = "refused" if "WarmupCosineDecay" in str(e) else repr(e)
+except Exception as e:  # the schedule's class (WarmupDecay) is not registered yet
+  without_import = "refused" if "'WarmupDecay'" in str(e) else repr(e)
 import trainer.schedules
 model = keras.models.load_model(path)
 logits = model.predict(d["images"].astype(np.float32) * np.float32(1 / 255), verbose=0)
@@ -225,8 +225,8 @@ print(json.dumps({{"step": step, "after": int(model.optimizer.iterations.numpy()
   assert report["step"] == 24 and report["after"] == 27
   assert report["without_import"] == "refused"  # loudly, not silently without its optimizer
   # What `import trainer.schedules` brings with it; nothing that builds or trains.
-  assert set(report["trainer_modules"]) <= {"trainer", "trainer.schedules", "trainer.base.compat",
-                                            "trainer.base.validate", "trainer.base.errors"}
+  assert {m.split(".")[1] for m in report["trainer_modules"] if m != "trainer"} <= {
+      "schedules", "base"}
   out = np.load(tmp_path / "out.npz")
   expected = trainer_outputs(workdir)
   np.testing.assert_allclose(out["logits"], expected, rtol=1e-5, atol=1e-6)
