@@ -64,9 +64,10 @@ def test_the_schedule_library_loads_without_the_trainer():
 
 
 def test_the_python_entry_point_is_the_package_s():
-  from trainer import train_and_evaluate  # pylint: disable=g-import-not-at-top
-  from trainer.run import train  # pylint: disable=g-import-not-at-top
+  from trainer import load_export, train_and_evaluate  # pylint: disable=g-import-not-at-top
+  from trainer.run import exported, train  # pylint: disable=g-import-not-at-top
   assert train_and_evaluate is train.train_and_evaluate
+  assert load_export is exported.load_export
 
 
 @pytest.mark.parametrize("old", sorted(trainer.MOVED))
