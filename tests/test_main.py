@@ -86,16 +86,18 @@ def test_a_config_file_that_sets_two_members_of_a_group_is_named(data_dir, tmp_p
       from configs import default
       def get_config():
         c = default.get_config()
-        c.num_epochs = 3.0  # and total_steps = 600 from the default: two lengths
+        c.total_steps = 500  # and a length in epochs: two lengths
+        c.num_epochs = 3.0
         return c
       """))
   workdir = tmp_path / "w"
   r = run_main(f"--config={path}", f"--workdir={workdir}", f"--config.data_dir={data_dir}",
                "--strategy=cpu", cwd=tmp_path)
   assert r.returncode == 2
+  # (total_steps left at configs/default.py's 600 would not count: num_epochs would win.)
   assert r.stderr.strip().splitlines()[-1] == (
-      f"error: config: {path} sets both total_steps and num_epochs; set one of total_steps, "
-      f"num_epochs (the others 0)")
+      f"error: num_epochs: set (to a value other than configs/default.py's) together with "
+      f"total_steps in {path}; they say the same thing (total_steps | num_epochs): set one")
   assert not workdir.exists()
 
 
