@@ -117,7 +117,8 @@ def run_one(arm, seed, data_dir, settings, runs_dir, log):
   start = time.perf_counter()
   nonfinite, result = False, {}
   try:
-    result = train.train_and_evaluate(config, workdir, tf.distribute.OneDeviceStrategy("/cpu:0"))
+    result = train.train_and_evaluate(config, workdir, tf.distribute.OneDeviceStrategy("/cpu:0"),
+                                      progress=False)  # one line per arm, below
   except NonFiniteLossError as e:
     nonfinite = True
     log(f"  {arm} seed {seed}: {e}")

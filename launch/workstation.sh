@@ -17,10 +17,10 @@
 #
 # Options (--opt=VALUE or --opt VALUE):
 #   --config=FILE     a configs/*.py file (default: the repo's configs/default.py)
-#   --workdir=DIR     run directory, local or gs:// (default runs/<date>-<time>); resumed if it
-#                     already has checkpoints
+#   --workdir=DIR     run directory, local or gs:// (default runs/<date>-<time>-<pid>, as
+#                     trainer.main's); resumed if it already has checkpoints
 #   --retries=N       rerun up to N times when the job exits 4 (default 0)
-#   --dry_run         print the command instead of running it
+#   --dry_run         print the command (with the PYTHONPATH it runs with) instead of running it
 #   -h, --help        this help
 #   -- ARGS           passed on to trainer.main, e.g. -- --config.total_steps=1000
 # Environment: PYTHON (default python3) runs the job.
@@ -36,7 +36,8 @@ die() { echo "$PROG: error: $*" >&2; exit 2; }
 say() { echo "[workstation] $*" >&2; }
 usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }
 
-CONFIG="$REPO/configs/default.py" WORKDIR="runs/$(date +%Y%m%d-%H%M%S)" RETRIES=0 DRY=0
+# The pid as in trainer.main's default: two launches in the same second get their own workdir.
+CONFIG="$REPO/configs/default.py" WORKDIR="runs/$(date +%Y%m%d-%H%M%S)-$$" RETRIES=0 DRY=0
 EXTRA=()
 while (($#)); do
   opt="$1" val="" has_val=0
@@ -79,13 +80,14 @@ fi
 
 CMD=("${PYTHON:-python3}" -m trainer.main --strategy=mirrored --config="$CONFIG" --workdir="$WORKDIR"
      "${EXTRA[@]}")
-if ((DRY)); then
-  printf '%q ' "${CMD[@]}"
+PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
+if ((DRY)); then  # the command as it would run, pasteable: the repo on PYTHONPATH included
+  printf '%q ' "PYTHONPATH=$PYTHONPATH" "${CMD[@]}"
   echo
   exit 0
 fi
 
-export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH
 child=0 stopping=0
 forward() { stopping=1; ((child)) && kill -TERM "$child" 2>/dev/null || true; }
 trap forward INT TERM

@@ -1,5 +1,6 @@
 """The console: the live line and ETA, plain lines off a terminal, TF's chatter hidden."""
 
+import io
 import logging as std_logging
 import os
 import pty
@@ -69,12 +70,70 @@ def test_off_a_terminal_train_lines_are_absl_lines_at_a_sensible_rate(capsys):
   assert capsys.readouterr().out == ""  # nothing drawn off a terminal
 
 
+def test_for_python_callers_lines_are_printed_and_a_notebook_redraws_in_place(monkeypatch,
+                                                                               capsys):
+  """`train_and_evaluate` from a script or a notebook: absl shows no INFO there, so the lines
+  are printed; Jupyter redraws after a carriage return but shows escapes as they are."""
+  clock = _Clock()
+  c = console.Console(100, tty=False, log_every=30.0, clock=clock, lines="print")
+  _train(c, clock, 10, 5.0)
+  _train(c, clock, 50, 4.0)  # within 30 s of the last line: not printed
+  c.eval(50, {"accuracy": 0.9})
+  c.note("OneDeviceStrategy: 1 replica on CPU:0")
+  c.close()
+  assert capsys.readouterr().out == (
+      "train step 10/100, loss 0.5, lr 0.001, 2.5k ex/s, ETA --\n"
+      "eval step 50/100: accuracy 0.9\nOneDeviceStrategy: 1 replica on CPU:0\n")
+
+  notebook = type("OutStream", (io.StringIO,), {"__module__": "ipykernel.iostream"})()
+  monkeypatch.setattr(sys, "stdout", notebook)
+  assert console.in_notebook()
+  c = console.Console(100, tty=False, clock=clock, lines="print")
+  _train(c, clock, 10, 5.0, loss=0.123456, learning_rate=0.00123456, examples_per_sec=25e3)
+  _train(c, clock, 20, 1.0)  # a shorter line: blanks cover the longer one's end
+  c.eval(20, {"accuracy": 0.9})
+  _train(c, clock, 30, 1.0)
+  c.close()
+  first = "step 10/100  loss 0.1235  lr 0.00123  25.0k ex/s  ETA --"
+  second = "step 20/100  loss 0.5  lr 0.001  2.5k ex/s  ETA 0:00:08"
+  assert len(second) < len(first)
+  assert notebook.getvalue() == (
+      f"\r{first}\r{second.ljust(len(first))}\neval step 20/100: accuracy 0.9\n"
+      f"\rstep 30/100  loss 0.5  lr 0.001  2.5k ex/s  ETA 0:00:07\n")
+  assert "\x1b" not in notebook.getvalue()
+  log = console.Console(100, tty=False, clock=clock)  # the command line's: absl lines
+  log.train(10, {"loss": 0.5})
+  assert notebook.getvalue().endswith("ETA 0:00:07\n")
+
+
 def test_non_chief_consoles_are_silent(capsys):
   c = console.Console(10, enabled=False, tty=True)
   c.train(5, {"loss": 1.0})
   c.eval(5, {"loss": 1.0})
   c.close()
   assert capsys.readouterr().out == ""
+
+
+def test_rates_read_as_people_write_them():
+  assert [console.rate(v) for v in (950.0, 25_700.0, 2_651_000.0, 12_300_000.0)] == [
+      "950", "25.7k", "2.65M", "12.3M"]  # not 2651.0k
+
+
+def test_the_end_summary_gives_the_steady_rate_beside_the_mean(capsys):
+  result = {"step": 600, "loss": 0.08, "accuracy": 0.97, "examples_per_sec": 6400.0,
+            "steady_examples_per_sec": 25_700.0, "best": ("accuracy", 500, 0.975),
+            "stopped": ""}
+  console.end_summary(result, "runs/a", 62.0)
+  lines = capsys.readouterr().out.splitlines()
+  assert lines[0] == ("done: step 600 in 0:01:02, 25.7k examples/s after the first loop "
+                      "(6.4k mean, compilation included)")
+  assert lines[1] == "eval: loss 0.08, accuracy 0.97 (final); best accuracy 0.975 at step 500"
+  assert lines[2].startswith("results in runs/a: ") and len(lines) == 3
+  console.end_summary({**result, "steady_examples_per_sec": 0.0}, "runs/a", 5.0)
+  assert "6.4k examples/s (one loop, compilation included)" in capsys.readouterr().out
+  console.end_summary({**result, "examples_per_sec": 0.0, "steady_examples_per_sec": 0.0},
+                      "runs/a", 1.0)
+  assert capsys.readouterr().out.startswith("done: step 600 in 0:00:01, nothing left to train")
 
 
 def test_startup_lines_hidden_keeps_everything_but_the_known_harmless_lines(capfd):
@@ -134,6 +193,8 @@ def test_a_run_on_a_terminal_shows_the_live_line_and_no_tf_chatter(data_dir, tmp
                    text), text[-3000:]
   assert re.search(r"eval step 60/120: loss [0-9.]+, accuracy [0-9.]+\r?\n", text)
   assert "done: step 120" in text and "results in" in text
+  assert "examples/s after the first loop" in text  # the steady rate, beside the mean
+  assert "done: {" not in text  # once, as the summary: no dict of the result beside it
   for chatter in ("functional_saver", "Sharding callback", "GeneratorDatasetOp", "UserWarning",
                   "oneDNN custom operations", "cudart_stub", "cpu_feature_guard",
                   "InitializeLog", "Compiled cluster using XLA", "tf_record_dataset_op"):

@@ -7,6 +7,7 @@ that record their arguments, so nothing here needs Google Cloud or a GPU.
 import json
 import os
 import pathlib
+import re
 import shlex
 import signal
 import subprocess
@@ -260,11 +261,25 @@ def test_workstation_dry_run_prints_the_mirrored_command(tmp_path):
   r = _run([WORKSTATION, "--workdir", str(tmp_path / "w"), "--config=configs/default.py",
             "--dry_run", "--", "--config.total_steps=7"], env=env, cwd=REPO)
   assert r.returncode == 0, r.stderr
-  assert shlex.split(r.stdout) == ["python3", "-m", "trainer.main", "--strategy=mirrored",
-                                   "--config=configs/default.py", f"--workdir={tmp_path / 'w'}",
-                                   "--config.total_steps=7"]
+  # The PYTHONPATH the real run sets: pasted into a shell, the command runs the same job.
+  pythonpath = f"{REPO}:{env['PYTHONPATH']}" if env.get("PYTHONPATH") else str(REPO)
+  assert shlex.split(r.stdout) == [f"PYTHONPATH={pythonpath}", "python3", "-m", "trainer.main",
+                                   "--strategy=mirrored", "--config=configs/default.py",
+                                   f"--workdir={tmp_path / 'w'}", "--config.total_steps=7"]
   assert "GPUs: 2 (CUDA_VISIBLE_DEVICES=0,1)" in r.stderr
   assert not (tmp_path / "w").exists()
+
+
+def test_workstation_default_workdirs_differ_within_a_second():
+  """runs/<date>-<time>-<pid> as trainer.main's: two launches in one second get their own."""
+  workdirs = []
+  for _ in range(2):
+    r = _run([WORKSTATION, "--dry_run"])
+    assert r.returncode == 0, r.stderr
+    (workdir,) = [a for a in shlex.split(r.stdout) if a.startswith("--workdir=")]
+    assert re.fullmatch(r"--workdir=runs/\d{8}-\d{6}-\d+", workdir), workdir
+    workdirs.append(workdir)
+  assert workdirs[0] != workdirs[1]
 
 
 def test_workstation_counts_gpus_with_nvidia_smi(tmp_path):

@@ -1,9 +1,11 @@
 """The package's structure: layers that only import downwards (lint-imports), no import cycles,
-the schedule library usable alone, the entry points where the README says, and every module
-name from before the layers still importing."""
+the schedule library usable alone, the entry points where the README says, every module
+name from before the layers still importing, and docs that cite nothing a reader cannot see."""
 
+import glob
 import importlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -62,9 +64,10 @@ def test_the_schedule_library_loads_without_the_trainer():
 
 
 def test_the_python_entry_point_is_the_package_s():
-  from trainer import train_and_evaluate  # pylint: disable=g-import-not-at-top
-  from trainer.run import train  # pylint: disable=g-import-not-at-top
+  from trainer import load_export, train_and_evaluate  # pylint: disable=g-import-not-at-top
+  from trainer.run import exported, train  # pylint: disable=g-import-not-at-top
   assert train_and_evaluate is train.train_and_evaluate
+  assert load_export is exported.load_export
 
 
 @pytest.mark.parametrize("old", sorted(trainer.MOVED))
@@ -87,3 +90,10 @@ def test_the_public_names_the_readme_shows_work():
   assert all(callable(x) for x in (WarmupCosineDecayCallback, WarmupDecayCallback, override,
                                    register, WarmupCosineDecay, WarmupDecay, learning_rate,
                                    read_scalars, Task, train_and_evaluate))
+
+
+def test_the_docs_cite_no_tracker_their_readers_cannot_see():
+  """'the case of issue 13' meant nothing to a reader of the README: say what the case is."""
+  for path in [os.path.join(REPO, "README.md"), *glob.glob(os.path.join(REPO, "*", "*.md"))]:
+    text = open(path, encoding="utf-8").read()
+    assert not re.search(r"\bissues? #?\d+", text, re.IGNORECASE), path

@@ -3,11 +3,13 @@ asked, and config.json recording what was used."""
 
 import json
 import os
+import subprocess
+import sys
 import textwrap
 
 import pytest
 
-from tests.conftest import REPO, run_main
+from tests.conftest import REPO, main_env, run_main
 from trainer.run import summaries
 
 pytestmark = pytest.mark.slow  # each test starts a trainer process (~10-30 s)
@@ -84,14 +86,45 @@ def test_a_config_file_that_sets_two_members_of_a_group_is_named(data_dir, tmp_p
       from configs import default
       def get_config():
         c = default.get_config()
-        c.num_epochs = 3.0  # and total_steps = 600 from the default: two lengths
+        c.total_steps = 500  # and a length in epochs: two lengths
+        c.num_epochs = 3.0
         return c
       """))
   workdir = tmp_path / "w"
   r = run_main(f"--config={path}", f"--workdir={workdir}", f"--config.data_dir={data_dir}",
                "--strategy=cpu", cwd=tmp_path)
   assert r.returncode == 2
+  # (total_steps left at configs/default.py's 600 would not count: num_epochs would win.)
   assert r.stderr.strip().splitlines()[-1] == (
-      f"error: config: {path} sets both total_steps and num_epochs; set one of total_steps, "
-      f"num_epochs (the others 0)")
+      f"error: num_epochs: set (to a value other than configs/default.py's) together with "
+      f"total_steps in {path}; they say the same thing (total_steps | num_epochs): set one")
   assert not workdir.exists()
+
+
+def test_help_exits_0_and_lists_every_config_field(tmp_path):
+  r = subprocess.run([sys.executable, "-m", "trainer.main", "--help"], cwd=tmp_path,
+                     env=main_env(), capture_output=True, text=True, timeout=60)
+  assert r.returncode == 0 and r.stderr == "", r.stderr
+  for line in ("--workdir", "--strategy", "--config.total_steps=600",
+               "--config.schedule.warmup_fraction=0.1", "--config.optimizer.name='adamw'"):
+    assert line in r.stdout, line
+
+
+def test_what_a_new_user_reads_off_a_terminal(tmp_path):
+  """The first run in a fresh data_dir (digits is prepared), its output into pipes as into a
+  log file or CI: no progress bars' cursor escapes, a set-up line short enough to read (the
+  whole record is config.json), and the summary once, with the steady rate."""
+  r = run_main(f"--workdir={tmp_path / 'w'}", f"--config.data_dir={tmp_path / 'tfds'}",
+               "--strategy=cpu", "--config.total_steps=8", "--config.steps_per_loop=4",
+               cwd=tmp_path)
+  assert r.returncode == 0, r.stderr[-3000:]
+  text = r.stdout + r.stderr
+  assert "\x1b[" not in text and "%|" not in text, text[:3000]  # tqdm's bars and escapes
+  (setup,) = [line for line in r.stderr.splitlines() if "] OneDeviceStrategy" in line]
+  message = setup.split("] ", 1)[1]
+  assert message == ("OneDeviceStrategy: 1 replica on CPU:0; digits: 1437 train / 360 eval, "
+                     "uint8 8x8x1 images, 10 classes; precision float32; 8 steps of 128 "
+                     "(11 per epoch), warmup 1, lr 0.003 cosine to 0"), message
+  assert "DatasetInfo(" not in text and "Plan(" not in text
+  assert r.stdout.count("done: step 8 in ") == 1 and "done: {" not in text
+  assert "examples/s after the first loop" in r.stdout

@@ -1,4 +1,4 @@
-"""The schedule plot: as a function and as `python -m trainer.plot`."""
+"""The schedule plot and a run's curves: as functions and as `python -m trainer.plot`."""
 
 import os
 import subprocess
@@ -9,13 +9,16 @@ import pytest
 
 from trainer import plot
 from trainer import schedules
+from trainer.run import console, curves, summaries
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def _run(*args, cwd):
+def _run(*args, cwd, quiet_tf=True):
   env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")
+  if not quiet_tf:  # as a user's shell has it
+    del env["TF_CPP_MIN_LOG_LEVEL"]
   return subprocess.run([sys.executable, "-m", "trainer.plot", *args], cwd=cwd, env=env,
                         capture_output=True, text=True, timeout=120)
 
@@ -73,3 +76,59 @@ def test_command_line_plots_a_configs_resolved_schedule(tmp_path):
   fig = plot.plot_schedule(**plot._config_schedule(f"{REPO}/configs/default.py").kwargs())  # pylint: disable=protected-access
   labels = fig.axes[0].get_legend_handles_labels()[1]
   assert labels[:2] == ["warmup (60 steps)", "cosine decay (540 steps)"]
+
+
+# A run's curves (curves.png, `trainer.plot --workdir`).
+
+
+def _fake_run(workdir, scale):
+  """A run's TensorBoard history: train every 4 steps, evals every 8, as the trainer writes."""
+  writer = summaries.Summaries(str(workdir), chief=True)
+  for step in range(4, 25, 4):
+    writer.write("train", step, {"loss": scale / step, "accuracy": 1 - scale / step,
+                                 "learning_rate": 1e-3 * step})
+    if step % 8 == 0:
+      writer.write("eval", step, {"loss": scale / step, "accuracy": 1 - scale / step})
+  writer.close()
+  return str(workdir)
+
+
+def test_overlaid_runs_keep_one_colour_in_every_panel(tmp_path):
+  runs = [_fake_run(tmp_path / "20250131-100000-1234", 1.0),
+          _fake_run(tmp_path / "20250131-100500-5678", 2.0)]
+  fig = curves.plot_runs(runs)
+  assert [ax.get_title() for ax in fig.axes] == ["loss", "accuracy", "learning rate"]
+  colours = {}
+  for ax in fig.axes:
+    for line in ax.get_lines():
+      run = line.get_label().split(" ")[0]
+      colours.setdefault(run, set()).add(line.get_color())
+  assert sorted(colours) == sorted(os.path.basename(r) for r in runs)
+  assert all(len(c) == 1 for c in colours.values()), colours  # one colour per run, everywhere
+  assert len(set.union(*colours.values())) == 2  # and a colour of its own
+
+
+def test_a_single_runs_curves_name_it_once_and_label_every_axis(tmp_path):
+  run = _fake_run(tmp_path / "20250131-100000-1234", 1.0)
+  path = tmp_path / "curves.png"
+  fig = curves.plot_runs([run], path=str(path))
+  assert path.read_bytes()[:8] == PNG_MAGIC
+  assert fig._suptitle.get_text() == "20250131-100000-1234"  # pylint: disable=protected-access
+  loss, accuracy, lr = fig.axes
+  assert loss.get_legend_handles_labels()[1] == ["train", "eval"]  # not the run id again
+  assert accuracy.get_legend_handles_labels()[1] == ["train", "eval"]
+  assert lr.get_legend() is None
+  assert [ax.get_ylabel() for ax in fig.axes] == ["loss", "accuracy", "learning rate"]
+  assert all(ax.get_xlabel() == "global step" for ax in fig.axes)
+
+
+def test_the_command_line_prints_no_tf_start_up_lines(tmp_path):
+  """TF's C++ start-up lines (oneDNN, CUDA stubs, `cuInit`) are hidden as trainer.main hides
+  them, with TF_CPP_MIN_LOG_LEVEL unset as in a user's shell."""
+  run = _fake_run(tmp_path / "run", 1.0)
+  for args in (["--total_steps=100", "--warmup_steps=10"], [f"--workdir={run}"]):
+    r = _run(*args, f"--out={tmp_path / 'x.png'}", cwd=tmp_path, quiet_tf=False)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == "", r.stderr
+    assert r.stdout == f"wrote {tmp_path / 'x.png'}\n"
+  assert console.HARMLESS.search("E0000 cuda_platform.cc:52] failed call to cuInit: INTERNAL")

@@ -9,13 +9,16 @@ matrix tests/test_bad_input.py.
 import glob
 import json
 import os
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from tests import tfds_mock
-from tests.conftest import cpu, mirrored, run_main, small_run
+from tests.conftest import REPO, cpu, main_env, mirrored, run_main, small_run
 from trainer import data
 from trainer.run import train
 from trainer.base.errors import ConfigError
@@ -113,3 +116,39 @@ def test_no_argument_default_run_reaches_its_accuracy_bar(tmp_path):
   assert max(accuracy) == 600 and accuracy[600] >= 0.95
   assert f"results in {os.path.relpath(workdir, tmp_path)}" in r.stdout
   assert "tensorboard --logdir" in r.stdout
+
+
+# What a Python caller (a script, a notebook) sees: the command line's progress and summary.
+_API_SCRIPT = textwrap.dedent("""
+    import sys, warnings
+    from trainer import config, train_and_evaluate
+    filters = list(warnings.filters)
+    c = config.override(config.load({default!r}), **{fields!r})
+    train_and_evaluate(c, sys.argv[1] + "/a")
+    print("filters kept:", warnings.filters == filters, flush=True)
+    print("quiet from here", flush=True)
+    train_and_evaluate(c, sys.argv[1] + "/b", progress=False)
+    """)
+
+
+def test_the_python_entry_point_shows_progress_and_the_summary(data_dir, tmp_path):
+  fields = {"total_steps": 8, "steps_per_loop": 4, "data_dir": data_dir, "model": "mlp"}
+  script = _API_SCRIPT.format(default=os.path.join(REPO, "configs", "default.py"),
+                              fields=fields)
+  r = subprocess.run([sys.executable, "-c", script, str(tmp_path)], cwd=str(tmp_path),
+                     env=main_env(), capture_output=True, text=True, timeout=600)
+  assert r.returncode == 0, r.stderr[-3000:]
+  shown, quiet = r.stdout.split("quiet from here\n")
+  lines = shown.splitlines()
+  assert lines[0].startswith("OneDeviceStrategy: 1 replica on CPU:0; digits: 1437 train")
+  assert lines[1].startswith("input device; XLA compiles")
+  assert lines[2].startswith("train step 4/8, loss ")  # the first loop, then the last
+  assert lines[3].startswith("train step 8/8, loss ")
+  assert lines[4].startswith("eval step 8/8: loss ")
+  assert lines[5].startswith("done: step 8 in ") and "examples/s after the first loop" in lines[5]
+  assert lines[6].startswith("eval: loss ") and lines[6].endswith(" at step 8")
+  assert lines[7].startswith(f"results in {tmp_path}/a: config.json, curves.png")
+  assert lines[8] == "filters kept: True"  # the caller's warning filters are theirs again
+  assert quiet == ""  # progress=False: nothing
+  # The tf.data options warning TF gives for every distributed dataset is hidden.
+  assert "UserWarning" not in r.stderr and "tf.data options" not in r.stderr, r.stderr[-3000:]

@@ -1,6 +1,7 @@
 """trainer: warmup + decay learning rates in global steps, and a distributed TF2 training template.
 
   from trainer import train_and_evaluate     # the Python entry point (trainer.run.train)
+  trainer.load_export("runs/a")              # a run's exported model, loaded (trainer.run.exported)
   python -m trainer.main                     # the command line (also trainer.evaluate, .plot)
 
 The package is layered (docs/architecture.md; `lint-imports` checks that lower layers never
@@ -73,7 +74,7 @@ if not any(isinstance(f, _OldNames) for f in sys.meta_path):
 
 # The entry points, imported on first use: `import trainer` (or trainer.schedules alone) does not
 # load TensorFlow's whole training stack.
-_LAZY = {"train_and_evaluate": "trainer.run.train"}
+_LAZY = {"train_and_evaluate": "trainer.run.train", "load_export": "trainer.run.exported"}
 
 
 def __getattr__(name):
@@ -84,4 +85,4 @@ def __getattr__(name):
   raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["train_and_evaluate"]
+__all__ = ["train_and_evaluate", "load_export"]

@@ -30,7 +30,7 @@ from trainer.base.errors import ConfigError
 from trainer.base.fs import is_remote
 from trainer.config import files as config_files
 from trainer.rundir import layout, record
-from trainer.run import cli
+from trainer.run import cli, console
 
 FLAGS = flags.FLAGS
 ATTEMPTS = 5  # a live run may delete the checkpoint being read: try the newest again
@@ -113,7 +113,8 @@ def evaluate_checkpoint(workdir, checkpoint=None, strategy=None, data_dir=""):
   from trainer.distribute.precision import global_policy
   from trainer.step import build
   parts, path = restore(workdir, checkpoint, strategy, data_dir)
-  with global_policy(parts.policy):
+  # The tf.data options warning, as train_and_evaluate hides it for Python callers.
+  with global_policy(parts.policy), console.harmless_warnings_hidden():
     metrics = build.make_runner(parts, train=False).evaluate()
   examples = parts.learner.eval_sums.totals()["count"]
   return {"source": "checkpoint", "path": path,
@@ -198,7 +199,10 @@ def main(argv):
     else:
       record.require_checkpoint(FLAGS.workdir, FLAGS.checkpoint)
   strategy = None
-  if not FLAGS.export:
+  if FLAGS.export:  # no strategy: TF loads here, its start-up lines filtered as cli.strategy does
+    with console.startup_lines_hidden(verbose):
+      import tensorflow  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+  else:
     strategy = cli.strategy(FLAGS.strategy, FLAGS.tpu, FLAGS.cpu_devices, verbose)
   if FLAGS.export:
     result = evaluate_export(FLAGS.workdir, FLAGS.data_dir)

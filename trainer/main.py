@@ -149,9 +149,10 @@ def main(argv):
   from trainer.run import train  # pylint: disable=g-import-not-at-top
   spec = config_lib.resolve(config, strategy)
   workdir = FLAGS.workdir or default_workdir()
-  result = train.train_and_evaluate(spec, workdir, strategy,
-                                    allow_config_change=FLAGS.allow_config_change,
-                                    force_unlock=FLAGS.force_unlock)
+  # train.run: train_and_evaluate as the command line shows it (absl lines off a terminal),
+  # and the summary below counts the start-up too.
+  result = train.run(spec, workdir, strategy, allow_config_change=FLAGS.allow_config_change,
+                     force_unlock=FLAGS.force_unlock)
   if strategy_lib.is_chief(strategy):
     console.end_summary(result, workdir, time.monotonic() - start)
 

@@ -43,6 +43,23 @@ class Plan:
     with schedule_fields():
       return schedules.check(**self.schedule_kwargs())
 
+  def summary(self) -> str:
+    """One short line for people, e.g. '600 steps of 128 (11 per epoch), warmup 60, lr 0.003
+    cosine to 0' (every field is in config.json)."""
+    batch = self.num_replicas * self.per_replica_batch_size
+    parts = [f"{self.total_steps} steps of {batch} ({self.steps_per_epoch} per epoch)"]
+    if self.grad_accum_steps > 1:
+      parts.append(f"{self.grad_accum_steps} micro-batches of {self.micro_batch_size} per "
+                   f"replica")
+    if self.warmup_steps:
+      parts.append(f"warmup {self.warmup_steps}")
+    if self.hold:
+      parts.append(f"hold {self.hold}")
+    parts.append(f"lr {self.peak_lr:.3g} {self.decay} to {self.final_lr:.3g}")
+    if self.cooldown_steps:
+      parts.append(f"cooldown {self.cooldown_steps} {self.cooldown_shape}")
+    return ", ".join(parts)
+
   @classmethod
   def from_record(cls, plan: dict):
     """The Plan of a config.json's "plan" (fields it predates at their defaults)."""

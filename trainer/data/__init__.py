@@ -39,13 +39,14 @@ May import `trainer.base` only: functions take their settings as arguments, not 
 
 from trainer.data.in_memory import batch_at, load_in_memory
 from trainer.data.info import IN_MEMORY_MAX_BYTES, NO_FLIP, RESIZE_TO, DatasetInfo
-from trainer.data.sources import get_dataset_info
+from trainer.data.sources import describe_inputs, get_dataset_info
 from trainer.data.pipelines import (device_possible, make_device_batch_fn, make_eval_dataset,
                                     make_train_dataset, replica_update, train_dataset_fn)
 from trainer.data.sampling import example_indices, shard
 from trainer.data.streaming import SHUFFLE_BUFFER
 
-__all__ = ["DatasetInfo", "get_dataset_info", "train_dataset_fn", "make_train_dataset",
+__all__ = ["DatasetInfo", "get_dataset_info", "describe_inputs", "train_dataset_fn",
+           "make_train_dataset",
            "make_eval_dataset", "make_device_batch_fn", "device_possible", "replica_update",
            "load_in_memory", "batch_at",
            "example_indices", "shard", "IN_MEMORY_MAX_BYTES", "SHUFFLE_BUFFER", "RESIZE_TO",

@@ -50,5 +50,21 @@ def fixed_size(image, shape):
   """`image` resized (antialiased, rounded back to uint8) to `shape` unless already that size."""
   if image.shape[:2] == tuple(shape[:2]):
     return image
-  image = tf.image.resize(image, shape[:2], antialias=True)
+  image = _resize(image, shape[:2])
   return tf.ensure_shape(tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8), shape)
+
+
+def fixed_size_float(images, shape):
+  """Float images [N, h, w, C] in [0, 1] of any h and w at `shape` (H, W, C): `fixed_size`'s
+  resize in float, not rounded to 1/255 steps; unchanged when already H x W (decided when
+  the batch arrives, as exported signatures see sizes only then)."""
+  size = tf.shape(images)[1:3]
+  same = tf.reduce_all(tf.equal(size, tf.constant(shape[:2], tf.int32)))
+  images = tf.cond(same, lambda: tf.identity(images),
+                   lambda: tf.clip_by_value(_resize(images, shape[:2]), 0.0, 1.0))
+  return tf.ensure_shape(images, [None, *shape])
+
+
+def _resize(images, size):
+  """The pipelines' one resize: antialiased bilinear, aspect ratio not kept; float32 out."""
+  return tf.image.resize(images, size, antialias=True)

@@ -9,6 +9,9 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 NUM_TEST = 360
+# How the stored images relate to scikit-learn's (export.json says it to whoever serves them).
+STORED = ("scikit-learn's load_digits() images, gray levels 0..16, times 255/16 rounded to "
+          "uint8 (for serving_float: those images / 16)")
 _SPLIT_SEED = 0  # fixed forever: changing it would change the held-out set
 
 

@@ -6,11 +6,14 @@ dataset; the one-time preparation of the offline `digits`), the choice of split 
 means is `trainer.data.sources`; this module imports no source, the sources import it.
 """
 
+import contextlib
 import dataclasses
 import math
+import sys
 
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from tensorflow_datasets.core.utils import tqdm_utils
 
 from trainer.base.errors import ConfigError
 from trainer.data import digits  # noqa: F401  (registers the 'digits' TFDS builder)
@@ -66,6 +69,17 @@ class DatasetInfo:
     itemsize = tf.as_dtype(self.input_dtype).size
     return self.num_train_examples * math.prod(self.image_shape) * itemsize <= IN_MEMORY_MAX_BYTES
 
+  def summary(self) -> str:
+    """One short line for people, e.g. 'digits: 1437 train / 360 eval, uint8 8x8x1 images,
+    10 classes' (config.json records the dataset's settings)."""
+    shape = "x".join(map(str, self.image_shape))
+    inputs = (f"{self.input_dtype} {shape} images" if self.is_image
+              else f"{self.input_dtype} [{shape}] inputs")
+    labels = (f"{self.num_classes} classes" if self.num_classes
+              else f"{self.label_dtype} [{'x'.join(map(str, self.label_shape))}] targets")
+    return (f"{self.name}: {self.num_train_examples} train / {self.num_eval_examples} eval, "
+            f"{inputs}, {labels}")
+
   @property
   def flip_allowed(self) -> bool:
     """Whether augmentation may mirror images left-right (see NO_FLIP)."""
@@ -114,12 +128,28 @@ def tfds_builder(name, data_dir) -> tfds.core.DatasetBuilder:
           f"dataset: {name!r} is not prepared in {where} and nothing is downloaded at run time; "
           f"run `tfds build {name} --data_dir=DIR` and set data_dir=DIR")
     try:
-      builder.download_and_prepare()  # no network: the data ships with scikit-learn
+      with _progress_bars_on_terminals_only():
+        builder.download_and_prepare()  # no network: the data ships with scikit-learn
     except Exception:  # another process may have finished preparing it first
       if not tfds.builder(name, data_dir=data_dir).is_prepared():
         raise
     builder = tfds.builder(name, data_dir=data_dir)
   return builder
+
+
+@contextlib.contextmanager
+def _progress_bars_on_terminals_only():
+  """TFDS's progress bars redraw with cursor escapes ('\\x1b[A'): off a terminal (a log file,
+  CI, a notebook) they are garbage, so they are off there while TFDS prepares a dataset."""
+  if sys.stdout.isatty() and sys.stderr.isatty():
+    yield
+    return
+  before = getattr(tqdm_utils, "_active", True)  # the user's own choice, put back after
+  tfds.display_progress_bar(False)
+  try:
+    yield
+  finally:
+    tfds.display_progress_bar(before)
 
 
 def tfds_image_shape(builder, image_size=0) -> tuple[int, int, int]:

@@ -9,7 +9,7 @@ import functools
 
 from trainer.base import plugins
 from trainer.base.errors import ConfigError
-from trainer.data import custom, folder, info
+from trainer.data import custom, digits, folder, info
 
 
 def get_dataset_info(name: str, data_dir: str = "", image_size: int = 0,
@@ -53,6 +53,26 @@ def _cached_info(name, data_dir, image_size, eval_fraction):
       num_train_examples=int(builder.info.splits[info.split_name(builder, "train")].num_examples),
       num_eval_examples=int(builder.info.splits[info.split_name(builder, "eval")].num_examples),
       builder=builder)
+
+
+def describe_inputs(info_: info.DatasetInfo) -> str:
+  """How the stored inputs were made from the source, in a few words, for whoever feeds the
+  exported model (export.json): the scaling and resizing the run's data went through."""
+  shape = "x".join(map(str, info_.image_shape[:2]))
+  resized = f"resized to {shape} (antialiased, aspect ratio not kept), rounded to uint8"
+  if info_.name.startswith(folder.PREFIX):
+    return f"image files decoded to RGB and {resized}"
+  if plugins.is_import_path(info_.name):
+    return f"the arrays {info_.name} returns, as given"
+  if info_.name == "synthetic":
+    return "random uint8 pixels"
+  if info.base_name(info_.name) == "digits":
+    return digits.STORED
+  if info_.builder is not None:
+    stored = info_.builder.info.features["image"].shape
+    if tuple(stored[:2]) != tuple(info_.image_shape[:2]):
+      return f"the TFDS images {resized}"
+  return "the TFDS images as stored (uint8)"
 
 
 def _check_name(name):

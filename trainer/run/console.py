@@ -3,6 +3,8 @@
 On a terminal the chief shows one live line (step/total, loss, learning rate, examples/s, ETA)
 redrawn in place, with eval results as lines of their own; elsewhere (CI, log files, a TPU
 VM's ssh output) it writes plain absl lines, a train line at most every `log_every` seconds.
+For Python callers (`train_and_evaluate`) the same lines are printed, as absl shows them no
+INFO by default; in a Jupyter notebook the train line is redrawn in place.
 
 TF's own INFO lines from Python (checkpoint sharding, TFDS dataset construction, ...) and the
 known harmless warnings are hidden unless `--verbosity=1` (or `-v`): `quiet_tf` filters the
@@ -46,15 +48,27 @@ class _OnlyOurInfo(std_logging.Filter):
             or os.path.abspath(record.pathname).startswith(_PACKAGE))
 
 
+# TF's distributed iterators read tf.data options in graph mode; harmless (dataset_ops.py).
+HARMLESS_WARNING = r"To make it possible to preserve tf\.data options"
+
+
 def quiet_tf(verbose=False):
   """Hides TF's Python INFO lines and known harmless Python warnings (not when verbose)."""
   if verbose:
     return
-  # TF's distributed iterators read tf.data options in graph mode; harmless (dataset_ops.py).
-  warnings.filterwarnings("ignore", message=r"To make it possible to preserve tf\.data options")
+  warnings.filterwarnings("ignore", message=HARMLESS_WARNING)
   handler = logging.get_absl_handler()
   if not any(isinstance(f, _OnlyOurInfo) for f in handler.filters):
     handler.addFilter(_OnlyOurInfo())
+
+
+@contextlib.contextmanager
+def harmless_warnings_hidden():
+  """Within the block, the harmless Python warnings `quiet_tf` hides for good are hidden; the
+  warning filters are put back after it (a Python caller's, e.g. a notebook's, are theirs)."""
+  with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message=HARMLESS_WARNING)
+    yield
 
 
 @contextlib.contextmanager
@@ -94,6 +108,12 @@ def rate(value):
   return f"{value / 1000:.1f}k" if value >= 1000 else f"{value:.0f}"
 
 
+def in_notebook():
+  """Whether stdout is a Jupyter kernel's (Jupyter, Colab, VS Code): it redraws a line after
+  a carriage return but shows terminal escapes as they are."""
+  return type(sys.stdout).__module__.split(".")[0] == "ipykernel"
+
+
 class Console:
   """The run's human-readable output (chief only).
 
@@ -103,17 +123,29 @@ class Console:
     tty: whether to draw the live line; default: stdout is a terminal.
     log_every: off a terminal, seconds between train lines (evals are always shown).
     clock: seconds, monotonic (tests pass a fake).
+    lines: where lines go off a terminal: 'log', absl lines (the command line, whose absl
+      shows INFO), or 'print', stdout (a Python caller: absl shows no INFO there unless
+      asked); with 'print' a Jupyter notebook gets the train line redrawn in place.
   """
 
-  def __init__(self, total_steps, enabled=True, tty=None, log_every=30.0, clock=time.monotonic):
+  def __init__(self, total_steps, enabled=True, tty=None, log_every=30.0, clock=time.monotonic,
+               lines="log"):
+    if lines not in ("log", "print"):
+      raise ValueError(f"lines must be 'log' or 'print', got {lines!r}")
     self.total = total_steps
-    self._enabled = enabled
-    self._tty = enabled and (sys.stdout.isatty() if tty is None else tty)
+    self._lines = lines
+    if not enabled:
+      self._mode = "off"
+    elif sys.stdout.isatty() if tty is None else tty:
+      self._mode = "terminal"
+    else:
+      self._mode = "notebook" if lines == "print" and in_notebook() else lines
     self._log_every = log_every
     self._clock = clock
     self._origin = None  # (time, step) of the first train line: ETA excludes compilation
     self._last_log = None
     self._live = False
+    self._drawn = 0  # in a notebook: the length of the line drawn, blanked when redrawn
 
   def eta(self, step):
     """Seconds left at `step` from the rate since the first loop, or None before it."""
@@ -123,7 +155,7 @@ class Console:
     return (self.total - step) * (self._clock() - t0) / (step - s0)
 
   def train(self, step, scalars):
-    if not self._enabled:
+    if self._mode == "off":
       return
     now = self._clock()
     if self._origin is None:
@@ -138,40 +170,61 @@ class Console:
     if scalars.get("skipped_updates"):
       parts.append(f"skipped {scalars['skipped_updates']:.0f}")
     parts.append(f"ETA {duration(eta) if eta is not None else '--'}")
-    if self._tty:
+    text = "  ".join(parts)
+    if self._mode == "terminal":
       width = shutil.get_terminal_size((100, 20)).columns - 1
-      sys.stdout.write("\r" + "  ".join(parts)[:width] + "\033[K")
-      sys.stdout.flush()
-      self._live = True
+      self._draw("\r" + text[:width] + "\033[K")
+    elif self._mode == "notebook":  # no escapes: blanks cover a longer line drawn before
+      self._draw("\r" + text.ljust(self._drawn))
+      self._drawn = len(text)
     elif (self._last_log is None or now - self._last_log >= self._log_every
           or step >= self.total):
       self._last_log = now
-      logging.info("train %s", ", ".join(parts))
+      self._plain("train " + ", ".join(parts))
 
   def eval(self, step, scalars):
-    if not self._enabled:
+    if self._mode == "off":
       return
     text = ", ".join(f"{k} {v:.4g}" for k, v in scalars.items())
     self.line(f"eval step {step}/{self.total}: {text}")
 
   def line(self, text):
-    """A line of its own (below the live line on a terminal, an absl line elsewhere)."""
-    if not self._enabled:
-      return
-    if self._tty:
+    """A line of its own (below the live line on a terminal or in a notebook; elsewhere an
+    absl line or a printed one, as `lines` says)."""
+    if self._mode in ("terminal", "notebook"):
       self._end_live()
       sys.stdout.write(text + "\n")
       sys.stdout.flush()
-    else:
+    elif self._mode != "off":
+      self._plain(text)
+
+  def note(self, text):
+    """A fact about the run's set-up (the strategy, the data, what XLA compiles): an absl line
+    on the command line, on every worker, as before a console exists; a line otherwise."""
+    if self._lines == "log":
       logging.info("%s", text)
+    else:
+      self.line(text)
+
+  def _plain(self, text):
+    if self._mode == "log":
+      logging.info("%s", text)
+    else:
+      print(text, flush=True)
+
+  def _draw(self, text):
+    sys.stdout.write(text)
+    sys.stdout.flush()
+    self._live = True
 
   def _end_live(self):
     if self._live:  # the live line stays above, as the train state the line below belongs to
       sys.stdout.write("\n")
       self._live = False
+      self._drawn = 0
 
   def close(self):
-    if self._tty:
+    if self._mode in ("terminal", "notebook"):
       self._end_live()
       sys.stdout.flush()
 
@@ -196,9 +249,8 @@ def end_summary(result, workdir, seconds):
   """The lines a run ends with on the chief: the step, time and rates, the final and best
   eval, and where the files are (`result` from `train_and_evaluate`)."""
   final = ", ".join(f"{k} {v:.4g}" for k, v in result.items()
-                    if isinstance(v, float) and k != "examples_per_sec")
-  print(f"done: step {result['step']} in {duration(seconds)}, "
-        f"{rate(result['examples_per_sec'])} examples/s (mean of this run's loops)")
+                    if isinstance(v, float) and not k.endswith("examples_per_sec"))
+  print(f"done: step {result['step']} in {duration(seconds)}, {_rates(result)}")
   if result.get("stopped"):
     print(f"stopped early at step {result['step']}: {result['stopped']}")
   if result.get("skipped_updates"):
@@ -209,3 +261,14 @@ def end_summary(result, workdir, seconds):
                                     if best else ""))
   print(f"results in {workdir}: config.json, curves.png, schedule.png, checkpoints/, train/, "
         f"eval/, export/; watch with: tensorboard --logdir {workdir}")
+
+
+def _rates(result):
+  """The steady rate first: the mean includes the first loop, which compiles the step."""
+  mean, steady = result["examples_per_sec"], result.get("steady_examples_per_sec", 0.0)
+  if not mean:
+    return "nothing left to train"
+  if not steady:
+    return f"{rate(mean)} examples/s (one loop, compilation included)"
+  return (f"{rate(steady)} examples/s after the first loop ({rate(mean)} mean, compilation "
+          f"included)")

@@ -92,12 +92,23 @@ class Controller:
     self._save_requested = False
     self.trained_steps = 0  # by this process, and the seconds its loops took
     self.train_seconds = 0.0
+    self.first_loop_time = None  # (steps, seconds) of this process's first loop: it compiles
     self.stop_reason = ""  # an action's, if one stopped the run
 
   @property
   def examples_per_sec(self):
     """Mean training throughput of this process's loops (compilation included)."""
     return self.trained_steps * self._batch / self.train_seconds if self.train_seconds else 0.0
+
+  @property
+  def steady_examples_per_sec(self):
+    """Training throughput of this process's loops after its first, which compiles the step
+    (0.0 with fewer than two loops): the rate the run settles at."""
+    if self.first_loop_time is None:
+      return 0.0
+    steps = self.trained_steps - self.first_loop_time[0]
+    seconds = self.train_seconds - self.first_loop_time[1]
+    return steps * self._batch / seconds if steps and seconds > 0 else 0.0
 
   def run(self):
     """Trains (until total_steps, or until an action stops the run), evaluates at the end;
@@ -165,6 +176,8 @@ class Controller:
     step = self._runner.global_step()
     self.trained_steps += n
     self.train_seconds += seconds
+    if self.first_loop_time is None:
+      self.first_loop_time = (n, seconds)
     self._guard()
     event = self._act(self._train_actions, "train", step, metrics)
     if event.rollback_reason:

@@ -10,16 +10,14 @@
                         refuse the file: Keras 3 imports no module of a custom object, and
                         tf_keras's optimizer does not find the schedule), under the default
                         dtype policy (see `_write_keras` for mixed_float16).
-  export/serving/       a TF SavedModel whose `serving_default` signature maps raw inputs, as
-                        the dataset stores them (uint8 images [None, H, W, C], or float32
-                        features), named `inputs`, to the task's serving outputs
-                        (`Task.serving_key`: `probabilities` for classification,
-                        `predictions` for regression), for TF Serving and
-                        `tf.saved_model.load`. Written with `keras.export.ExportArchive` (Keras
-                        3; tf_keras has the same class with the same calls).
-  export/export.json    what was written: the global step, the task, the signature, and for a
+  export/serving/       a TF SavedModel: `serving_default` takes the inputs as the dataset
+                        stores them (uint8 images, or float32 features), `serving_float`
+                        (images) float images in [0, 1] of any size; `trainer.run.serving`.
+  export/export.json    what was written: the global step, the task, each signature's input
+                        contract (dtype, shape, value range, the scaling and resizing the
+                        inputs went through), what to import to load model.keras, and for a
                         part that could not be written, why. Written last: its presence marks
-                        a complete export.
+                        a complete export. `trainer.load_export` reads it all back.
 
 Atomic: everything is written into a temporary sibling (`workdir/export.tmp-*`) and then
 renamed to `export/`, so a reader sees no `export/`, the previous complete one, or the new
@@ -49,22 +47,34 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from trainer import models
+from trainer import data, models
+from trainer.base import plugins
 from trainer.base.compat import LEGACY_KERAS, keras, unwrap_optimizer
 from trainer.base.errors import first_line
-from trainer.data import augment
 from trainer.distribute.precision import global_policy
-from trainer.run import console
+from trainer.run import console, serving
 from trainer.rundir import files as workdir_lib
 from trainer.rundir import layout
 from trainer.rundir.layout import EXPORT as EXPORT_DIR, MANIFEST, MODEL_FILE, SERVING_DIR
-
-INPUT_NAME = "inputs"  # the serving signature's input
 
 REGISTER_ADVICE = (
     "decorate the model class with @keras.saving.register_keras_serializable() and give it a "
     "get_config() returning its constructor arguments (and from_config if they are not plain "
     "values); load it in a process that imports the class's module")
+
+
+def load_advice(config):
+  """export.json's "load": what a process must import before `keras.models.load_model` reads
+  model.keras (Keras 3 imports no module of a saved object; without them it says only that
+  the file 'could not be deserialized properly')."""
+  modules = ["trainer.schedules"]  # registers the schedule the optimizer carries
+  for field in ("model", "task"):  # a plug-in's module registers its classes, if it has any
+    value = getattr(config, field)
+    if plugins.is_import_path(value):
+      modules.append(value.split(":")[0])
+  imports = ", ".join(f"import {m}" for m in modules)
+  return (f"model.keras: {imports}, then keras.models.load_model(path); or "
+          f"trainer.load_export(path), which does both (path: the workdir or its export/)")
 
 
 def export_dir(workdir):
@@ -80,11 +90,6 @@ def read_manifest(workdir):
   except (tf.errors.OpError, ValueError):
     return None
   return manifest if isinstance(manifest, dict) and "step" in manifest else None
-
-
-def serving_key(task):
-  """The serving signature's output name for `task` (`Task.serving_key`, else 'outputs')."""
-  return getattr(task, "serving_key", None) or "outputs"
 
 
 def write(parts, workdir, chief=True, keep_current=True, source=None):
@@ -178,17 +183,14 @@ def _write(parts, snapshot, workdir, step, source=None):
 
 def _write_parts(parts, snapshot, tmp, step, source=None):
   """Writes model.keras and serving/ into `tmp`; returns (manifest, [problem lines])."""
-  info, task = parts.info, parts.task
-  dtype = "uint8" if info.input_dtype == "uint8" else "float32"
+  info, task, config = parts.info, parts.task, parts.config
   manifest = {
-      "step": step, "task": parts.config.task, "model": parts.config.model,
-      "dataset": parts.config.dataset, "dtype_policy": parts.policy,
-      "weights": (f"ema (decay {parts.config.ema_decay})" if snapshot.averaged else "raw"),
+      "step": step, "task": config.task, "model": config.model, "dataset": config.dataset,
+      "dtype_policy": parts.policy,
+      "weights": (f"ema (decay {config.ema_decay})" if snapshot.averaged else "raw"),
       "from": source or "the end of the run",
-      "keras": keras.__version__,
-      "serving": {"signature": "serving_default", "input": INPUT_NAME,
-                  "input_dtype": dtype, "input_shape": [None, *info.input_shape],
-                  "output": serving_key(task)},
+      "keras": keras.__version__, "load": load_advice(config),
+      **serving.contract(info, task, parts.spec.num_outputs, data.describe_inputs(info)),
       "written": [], "not_written": {}}
   problems = []
   with global_policy(parts.policy):
@@ -204,7 +206,7 @@ def _write_parts(parts, snapshot, tmp, step, source=None):
       if tf.io.gfile.exists(os.path.join(tmp, MODEL_FILE)):
         tf.io.gfile.remove(os.path.join(tmp, MODEL_FILE))
     try:
-      _write_serving(model, task, dtype, info.input_shape, os.path.join(tmp, SERVING_DIR))
+      serving.write(model, task, info, os.path.join(tmp, SERVING_DIR))
       manifest["written"].append(SERVING_DIR)
     except Exception as e:  # pylint: disable=broad-except
       reason = first_line(e, 300)
@@ -251,25 +253,6 @@ def _write_keras(model, parts, snapshot, path, step):
   loaded_step = int(unwrap_optimizer(loaded.optimizer).iterations.numpy())
   if loaded_step != step:
     raise ValueError(f"it loads at optimizer step {loaded_step}, not {step}")
-
-
-def _write_serving(model, task, dtype, input_shape, path):
-  """serving/: `serving_default(inputs)` -> {serving_key: task.serving_outputs(model(x))}."""
-  key = serving_key(task)
-
-  def serve(inputs):
-    outputs = model(augment.to_float(inputs), training=False)
-    return {key: task.serving_outputs(outputs)}
-
-  spec = tf.TensorSpec([None, *input_shape], getattr(tf, dtype), name=INPUT_NAME)
-  archive = keras.export.ExportArchive()
-  archive.track(model)
-  archive.add_endpoint("serving_default", serve, input_signature=[spec])
-  with console.quiet_saving():
-    if LEGACY_KERAS:
-      archive.write_out(path)
-    else:
-      archive.write_out(path, verbose=False)
 
 
 def _remove_leftovers(workdir):

@@ -9,6 +9,7 @@ trains, and a run that finished (or that an action stopped) ends with `workdir/e
 """
 
 import os
+import time
 
 from absl import logging
 
@@ -27,7 +28,7 @@ from trainer.step import build
 
 
 def train_and_evaluate(config, workdir, strategy=None, allow_config_change=False,
-                       force_unlock=False, train_actions=(), eval_actions=()):
+                       force_unlock=False, train_actions=(), eval_actions=(), progress=True):
   """Trains `config` in `workdir`, resuming from its latest checkpoint, and evaluates.
 
   Args:
@@ -45,12 +46,19 @@ def train_and_evaluate(config, workdir, strategy=None, allow_config_change=False
       to be dead; see `trainer.rundir.lock.Lock`).
     train_actions, eval_actions: called after each train loop / eval, after the run's own
       (`trainer.run.actions`); one may stop the run.
+    progress: show the run as `python -m trainer.main` does, on stdout (the chief only): the
+      set-up, a train line (redrawn in place on a terminal and in a Jupyter notebook, else
+      at most every 30 s), each eval, and the same summary at the end. False: print nothing.
+      Either way TF's harmless tf.data options warning is hidden during the call (the
+      warning filters are put back after it).
 
   Returns:
     A dict with the final global `step`, the final eval metrics (`loss` and the task's:
     `accuracy`; `mse`, `mae`, `r2`), the mean `examples_per_sec` of the steps this call
-    trained (0 if none), `best`: (metric, step, value) of the task's best eval so far (None
-    off the chief), and `stopped`: the reason an action stopped the run ('' if none).
+    trained (0 if none), `steady_examples_per_sec`: the same over its loops after the first,
+    which compiles the step (0 with fewer than two loops), `best`: (metric, step, value) of
+    the task's best eval so far (None off the chief), and `stopped`: the reason an action
+    stopped the run ('' if none).
 
   Raises:
     ConfigError: a bad config, before anything is written to `workdir`.
@@ -59,13 +67,31 @@ def train_and_evaluate(config, workdir, strategy=None, allow_config_change=False
     Preempted: SIGTERM arrived; a checkpoint of the current step was written.
     CheckpointError: a checkpoint could not be written or none can be read.
   """
+  start = time.monotonic()
   strategy = strategy or strategy_lib.get_strategy("auto")
+  with console.harmless_warnings_hidden():
+    result = run(config, workdir, strategy, allow_config_change, force_unlock, train_actions,
+                 eval_actions, lines="print" if progress else None)
+  if progress and strategy_lib.is_chief(strategy):
+    console.end_summary(result, workdir, time.monotonic() - start)
+  return result
+
+
+def run(config, workdir, strategy, allow_config_change=False, force_unlock=False,
+        train_actions=(), eval_actions=(), lines="log"):
+  """`train_and_evaluate` without its end summary (the command line prints it itself).
+  `lines`: where the console's lines go off a terminal (`console.Console`: 'log' for the
+  command line, 'print' for a Python caller) or None: no console (the set-up still goes to
+  absl's INFO log)."""
   spec = (config if isinstance(config, config_lib.RunSpec)
           else config_lib.resolve(config_lib.settle(config), strategy))
   files.check_writable(workdir)
   chief = strategy_lib.is_chief(strategy)
-  logging.info("%s; %s; precision %s; plan %s", strategy_lib.describe(strategy), spec.info,
-               spec.policy, spec.plan)
+  show = console.Console(spec.plan.total_steps, chief and lines is not None,
+                         lines=lines or "log")
+  # Short: the full record of the data and the plan is config.json.
+  show.note(f"{strategy_lib.describe(strategy)}; {spec.info.summary()}; precision "
+            f"{spec.policy}; {spec.plan.summary()}")
 
   # One run per workdir: the lock comes before anything of the workdir is read or written.
   with (lock.Lock(workdir, chief, force_unlock) as held, global_policy(spec.policy),
@@ -81,7 +107,7 @@ def train_and_evaluate(config, workdir, strategy=None, allow_config_change=False
     fresh = ckpt.restore_latest() is None
     start_step = int(parts.optimizer.iterations.numpy())
     runner = build.make_runner(parts, start_step=start_step)
-    logging.info("%s", parts.execution.describe())
+    show.note(parts.execution.describe())
     if chief and not decision.takes_over:
       _write_run_files(workdir, spec, decision.schedules)
     if fresh and c.recovery_max_trials:
@@ -92,8 +118,7 @@ def train_and_evaluate(config, workdir, strategy=None, allow_config_change=False
       if chief and decision.takes_over:
         _write_run_files(workdir, spec, decision.schedules)
 
-    writer = summaries.Summaries(workdir, chief, console.Console(spec.plan.total_steps, chief),
-                                 resume_step=start_step)
+    writer = summaries.Summaries(workdir, chief, show, resume_step=start_step)
     control = _controller(spec, parts, runner, ckpt, writer, watcher, chief, train_actions,
                           eval_actions, guard=held.check, after_first_loop=first_loop_done)
     try:
@@ -105,7 +130,8 @@ def train_and_evaluate(config, workdir, strategy=None, allow_config_change=False
     held.check()
     _export(parts, ckpt, workdir, chief)
   best = _best(workdir, spec.task.best) if chief else None
-  return {**result, "examples_per_sec": control.examples_per_sec, "best": best,
+  return {**result, "examples_per_sec": control.examples_per_sec,
+          "steady_examples_per_sec": control.steady_examples_per_sec, "best": best,
           "stopped": control.stop_reason,
           "skipped_updates": int(parts.state.skipped_updates.numpy())}
 
