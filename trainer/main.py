@@ -25,13 +25,10 @@ import os
 import time
 
 from absl import app, flags, logging
-from ml_collections import config_flags
 
 from trainer.base import errors, preemption
 from trainer.base.choices import STRATEGIES
 from trainer.base.errors import ConfigError
-from trainer.config import files as config_files
-from trainer.rundir import layout, record
 from trainer.run import cli, console
 
 FLAGS = flags.FLAGS
@@ -54,73 +51,11 @@ flags.DEFINE_bool("force_unlock", False, "Take over a gs:// workdir's lease that
 # without training a step. 256 is more replicas than a host has accelerators to stand in for
 # (16 GPUs; a TPU VM host has 4-8 cores), and TF still starts in about 10 s with them.
 MAX_CPU_DEVICES = 256
-_source = {"path": "", "note": ""}  # where the base config came from (set while parsing)
-
-
-def _value(argv, name):
-  """The value of the last `--name=VALUE` in argv, or None."""
-  values = [a.split("=", 1)[1] for a in argv[1:] if a.startswith(f"--{name}=")]
-  return values[-1] if values else None
-
-
-def _base_config(argv):
-  """(config, source): --config's file, else the workdir's recorded config, else default.py."""
-  path = _value(argv, "config")
-  if path is not None:
-    return config_files.load_file(path), path
-  workdir = _value(argv, "workdir")
-  if workdir:
-    try:
-      saved = record.read_config_json(workdir)
-    except (ValueError, OSError):
-      saved = None  # unreadable: the resume check says so, with the default config
-    if saved is not None:
-      source = os.path.join(workdir, layout.CONFIG)
-      _source["note"] = f"no --config: resuming with the config {source} records"
-      return config_files.from_record(saved["config"]), source
-  path = config_files.default_file()
-  return config_files.load_file(path), path
-
-
-def _check_fields(argv, config):
-  """A --config.FIELD that the config does not have is one line with the nearest field."""
-  known = set(config_files.flatten(config))
-  for arg in argv[1:]:
-    for prefix in ("--config.", "--noconfig."):
-      if arg.startswith(prefix):
-        field = arg[len(prefix):].split("=", 1)[0]
-        if field not in known and not any(k.startswith(field + ".") for k in known):
-          raise ConfigError(f"config: no such field {field!r}"
-                            f"{config_files.suggestion(field)} (see --help for the fields)")
+CONFIG = cli.ConfigFlag(records=True)  # --config and --config.FIELD (set while parsing)
 
 
 def _usage():
-  fields = config_files.flatten(config_files.defaults())
-  listed = "\n".join(f"  --config.{k}={v!r}" for k, v in fields.items())
-  return (f"{__doc__}\nflags:\n{cli.flags_help(__name__)}\n\n"
-          f"config fields (configs/default.py's values; any of them with --config.FIELD=VALUE):"
-          f"\n{listed}\n")
-
-
-def _parse_flags(argv):
-  """The command line: the base config (a file, a record or the default), --config.FIELD on
-  top (ml_collections' types), every mistake one line and exit status 2."""
-  argv = cli.expand(argv)
-  if any(a in cli.HELP for a in argv[1:]):
-    return cli.parse(argv, _usage)
-  try:
-    config, _source["path"] = _base_config(argv)
-    _check_fields(argv, config)
-    rest = [a for a in argv if not a.startswith("--config=")]
-    # Defined here, not at import: ml_collections registers the --config.FIELD overrides of
-    # this config while defining the flag.
-    config_flags.DEFINE_config_dict(
-        "config", config, "The config: see --help.", lock_config=True, sys_argv=rest)
-  except ConfigError as e:
-    errors.exit_with(e)
-  except Exception as e:  # pylint: disable=broad-except  (an override ml_collections refuses)
-    errors.exit_with(ConfigError(f"config: {errors.first_line(e, 200)}"))
-  return cli.parse(rest, _usage)
+  return cli.config_usage(__doc__, __name__)
 
 
 def default_workdir():
@@ -137,13 +72,10 @@ def main(argv):
   verbose = FLAGS.verbosity >= 1
   cli.quiet(verbose)
   start = time.monotonic()
-  if _source["note"]:
-    logging.info("%s", _source["note"])
+  if CONFIG.note:
+    logging.info("%s", CONFIG.note)
   from trainer import config as config_lib  # pylint: disable=g-import-not-at-top
-  # What the user gave last wins: a --config.FIELD of a duration group replaces the file's
-  # choice for that group (config.settle).
-  config = config_lib.settle(FLAGS.config, config_flags.get_override_values(FLAGS["config"]),
-                             source=_source["path"])
+  config = CONFIG.settled()
   strategy = cli.strategy(FLAGS.strategy, FLAGS.tpu, FLAGS.cpu_devices, verbose)
   from trainer.distribute import strategy as strategy_lib  # pylint: disable=g-import-not-at-top
   from trainer.run import train  # pylint: disable=g-import-not-at-top
@@ -158,7 +90,7 @@ def main(argv):
 
 
 def run():
-  app.run(errors.exit_on_error(main), flags_parser=_parse_flags)
+  app.run(errors.exit_on_error(main), flags_parser=lambda argv: CONFIG.parse(argv, _usage))
 
 
 if __name__ == "__main__":

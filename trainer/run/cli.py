@@ -7,10 +7,13 @@ import os
 import sys
 
 from absl import flags
+from ml_collections import config_flags
 
 from trainer.base import errors
 from trainer.base.errors import ConfigError
+from trainer.config import files as config_files
 from trainer.run import console
+from trainer.rundir import layout, record
 
 FLAGS = flags.FLAGS
 HELP = ("--help", "-h", "--helpshort", "-?")
@@ -65,3 +68,88 @@ def strategy(name, tpu="", cpu_devices=0, verbose=False):
     chosen = strategy_lib.get_strategy(name, tpu)
     strategy_lib.make_first_iterator(chosen)
   return chosen
+
+
+class ConfigFlag:
+  """`--config=FILE` (a configs/*.py file or a JSON record) and `--config.FIELD=VALUE` on top,
+  as trainer.main and trainer.lr_find take them: every mistake one line and exit status 2.
+
+  Args:
+    records: without --config, a --workdir that holds a run gives its recorded config (a
+      resume); else configs/default.py.
+  """
+
+  def __init__(self, records=True):
+    self.records = records
+    self.path = ""  # where the base config came from
+    self.note = ""  # a line to log about it
+
+  def _base(self, argv):
+    path = _value(argv, "config")
+    if path is not None:
+      return config_files.load_file(path), path
+    workdir = _value(argv, "workdir") if self.records else None
+    if workdir:
+      try:
+        saved = record.read_config_json(workdir)
+      except (ValueError, OSError):
+        saved = None  # unreadable: the resume check says so, with the default config
+      if saved is not None:
+        source = os.path.join(workdir, layout.CONFIG)
+        self.note = f"no --config: resuming with the config {source} records"
+        return config_files.from_record(saved["config"]), source
+    path = config_files.default_file()
+    return config_files.load_file(path), path
+
+  def parse(self, argv, usage):
+    """absl's flags parser for `app.run(flags_parser=...)`."""
+    argv = expand(argv)
+    if any(a in HELP for a in argv[1:]):
+      return parse(argv, usage)
+    try:
+      config, self.path = self._base(argv)
+      _check_fields(argv, config)
+      rest = [a for a in argv if not a.startswith("--config=")]
+      # Defined here, not at import: ml_collections registers the --config.FIELD overrides of
+      # this config while defining the flag.
+      config_flags.DEFINE_config_dict(
+          "config", config, "The config: see --help.", lock_config=True, sys_argv=rest)
+    except ConfigError as e:
+      errors.exit_with(e)
+    except Exception as e:  # pylint: disable=broad-except  (an override ml_collections refuses)
+      errors.exit_with(ConfigError(f"config: {errors.first_line(e, 200)}"))
+    return parse(rest, usage)
+
+  def settled(self):
+    """The config given: what the user gave last wins (a --config.FIELD of a duration group
+    replaces the file's choice for that group: `trainer.config.settle`)."""
+    from trainer import config as config_lib  # pylint: disable=g-import-not-at-top
+    return config_lib.settle(FLAGS.config, config_flags.get_override_values(FLAGS["config"]),
+                             source=self.path)
+
+
+def config_usage(doc, module_name):
+  """--help of a command that takes a config: its docstring, its flags and the config fields."""
+  fields = config_files.flatten(config_files.defaults())
+  listed = "\n".join(f"  --config.{k}={v!r}" for k, v in fields.items())
+  return (f"{doc}\nflags:\n{flags_help(module_name)}\n\n"
+          f"config fields (configs/default.py's values; any of them with --config.FIELD=VALUE):"
+          f"\n{listed}\n")
+
+
+def _value(argv, name):
+  """The value of the last `--name=VALUE` in argv, or None."""
+  values = [a.split("=", 1)[1] for a in argv[1:] if a.startswith(f"--{name}=")]
+  return values[-1] if values else None
+
+
+def _check_fields(argv, config):
+  """A --config.FIELD that the config does not have is one line with the nearest field."""
+  known = set(config_files.flatten(config))
+  for arg in argv[1:]:
+    for prefix in ("--config.", "--noconfig."):
+      if arg.startswith(prefix):
+        field = arg[len(prefix):].split("=", 1)[0]
+        if field not in known and not any(k.startswith(field + ".") for k in known):
+          raise ConfigError(f"config: no such field {field!r}"
+                            f"{config_files.suggestion(field)} (see --help for the fields)")

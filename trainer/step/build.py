@@ -77,7 +77,7 @@ def _check_clipnorm(clipnorm, num_replicas, plan):
                       f"auto or device")
 
 
-def build(spec, strategy, schedule=None) -> Parts:
+def build(spec, strategy, schedule=None, record_steps=0) -> Parts:
   """Model, optimizer, learner and execution plan (the model inside the strategy's scope).
 
   Call it under `global_policy(spec.policy)`. Seeds Keras with `config.seed` first, so every
@@ -87,6 +87,7 @@ def build(spec, strategy, schedule=None) -> Parts:
     spec: the run, resolved (`trainer.config.resolve`).
     strategy: the run's strategy.
     schedule: the optimizer's learning rate; default the spec's schedule.
+    record_steps: > 0: the runner returns each step's loss of loops up to this long.
   """
   config, info = spec.config, spec.info
   num_outputs = spec.num_outputs
@@ -112,7 +113,8 @@ def build(spec, strategy, schedule=None) -> Parts:
     learner = learner_lib.Learner(model, optimizer, spec.task, config.global_batch_size,
                                   num_outputs, jit_gradients=plan.gradients,
                                   grad_accum_steps=config.grad_accum_steps, ema=average,
-                                  state=state, skip_nonfinite=config.nonfinite == "skip")
+                                  state=state, skip_nonfinite=config.nonfinite == "skip",
+                                  record_steps=record_steps)
   return Parts(spec, strategy, plan, learner, schedule)
 
 

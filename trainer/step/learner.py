@@ -9,13 +9,10 @@ the loop. Build a `Learner` inside `strategy.scope()`.
 import numpy as np
 import tensorflow as tf
 
-from trainer.step import local_update, update
+from trainer.step import local_update, records, update
 
 
-def _sum_variable(name, shape=()):
-  return tf.Variable(tf.zeros(shape, tf.float32), name=name, trainable=False,
-                     synchronization=tf.VariableSynchronization.ON_READ,
-                     aggregation=tf.VariableAggregation.SUM)
+_sum_variable = records.sum_variable
 
 
 class Sums:
@@ -50,9 +47,13 @@ class Sums:
     for name, value in values.items():
       self._held[name].assign(value)
 
+  def held(self):
+    """{name: tensor} of the values held."""
+    return {k: v.read_value() for k, v in self._held.items()}
+
   def commit(self, weight):
     """Adds the values held (times `weight`)."""
-    self.add({k: v.read_value() for k, v in self._held.items()}, weight)
+    self.add(self.held(), weight)
 
   def zeros(self):
     """{name: zeros} shaped like the sums."""
@@ -78,20 +79,6 @@ class Sums:
     return {**self._task.summarize(totals), "examples": totals["count"]}
 
 
-class LoopSums:
-  """What a train loop resets before its first step and reads after its last: the train sums
-  and the run state's counters (one host round trip a loop)."""
-
-  def __init__(self, sums, state):
-    self._sums, self._state = sums, state
-
-  def reset(self):
-    self._sums.reset()
-
-  def read(self):
-    return {**self._sums.read(), **(self._state.counters() if self._state is not None else {})}
-
-
 class Learner:
   """`task` on `model` with `optimizer`: the loss is a sum over the replica's examples divided
   by the *global* batch, so the all-reduced gradient is the global-batch mean.
@@ -110,11 +97,13 @@ class Learner:
     state: the run's `trainer.step.state.RunState` (its step counters), or None.
     skip_nonfinite: skip an update whose all-reduced gradients are not all finite
       (`trainer.step.update`; `config.nonfinite='skip'`), counted in `state`.
+    record_steps: > 0: keep each step's loss of a loop of up to this many steps
+      (`records.StepLosses`: the LR range test reads them).
   """
 
   def __init__(self, model, optimizer, task, global_batch_size, num_outputs,
                jit_gradients=False, grad_accum_steps=1, ema=None, state=None,
-               skip_nonfinite=False):
+               skip_nonfinite=False, record_steps=0):
     self.model = model
     self.optimizer = optimizer
     self.task = task
@@ -124,7 +113,9 @@ class Learner:
     self.state = state
     self.skip_nonfinite = bool(skip_nonfinite) and state is not None
     self.train_sums = Sums("train", task, num_outputs)
-    self.loop_sums = LoopSums(self.train_sums, state)
+    self.step_losses = records.StepLosses(record_steps) if record_steps else None
+    self.loop_sums = records.LoopSums(self.train_sums, state, self.step_losses,
+                                      optimizer.iterations)
     self.eval_sums = Sums("eval", task, num_outputs)
     self._gradients = (tf.function(self._compute_gradients, jit_compile=True)
                        if jit_gradients else self._compute_gradients)
@@ -150,18 +141,24 @@ class Learner:
   def train_step(self, batch):
     """One global step's share on this replica: gradients, update (or a skipped one), EMA,
     metric sums (nothing from a skipped step)."""
+    step = tf.identity(self.optimizer.iterations)  # before the update
     grads, sums = self._batch_gradients(*batch)
     variables = self.model.trainable_variables
     if not self.skip_nonfinite:
       self.optimizer.apply_gradients(zip(grads, variables))
       if self.ema is not None:
         self.ema.update(self.optimizer.iterations)
-      self.train_sums.add(sums)
+      self._add(sums, step, None)
       return
     finite = update.finite_everywhere(update.local_finite(grads))
     update.apply_or_skip(self.optimizer, grads, variables, self.ema, finite)
     update.count(self.state, finite)
-    self.train_sums.add(sums, tf.cast(finite, tf.float32))
+    self._add(sums, step, tf.cast(finite, tf.float32))
+
+  def _add(self, sums, step, weight):
+    self.train_sums.add(sums, weight)
+    if self.step_losses is not None:
+      self.step_losses.add(sums, step, weight)
 
   def _batch_gradients(self, inputs, labels):
     """This replica's gradients of its batch and its metric sums, not added yet (k
@@ -246,6 +243,9 @@ class Learner:
     pairs = [(tf.cast(tf.reshape(g, v.shape), v.dtype), v)
              for g, v, has in zip(pieces, variables, has_gradient) if has]
     grads, variables = [g for g, _ in pairs], [v for _, v in pairs]
+    step = tf.identity(self.optimizer.iterations)  # the step these gradients are of
+    if self.step_losses is not None:
+      self.step_losses.add(self.train_sums.held(), step, None)
     with local_update.local_update(strategy, self.optimizer):
       if not self.skip_nonfinite:
         self.optimizer.apply(grads, variables)

@@ -9,6 +9,7 @@ train sums first and returns them after its last step, in the same `tf.function`
 costs one host round trip (measured: docs/benchmarks.md).
 """
 
+import numpy as np
 import tensorflow as tf
 
 from trainer.base import testpoints
@@ -196,14 +197,19 @@ class Runner:
     return int(self.learner.optimizer.iterations.numpy())  # int() alone fails on mirrored vars
 
   def train(self, num_steps) -> dict:
-    """Runs `num_steps` >= 1 global steps; returns their mean train metrics (a host read), and
-    the run state's counters `skipped_updates` and `consecutive_skips` if it has one."""
+    """Runs `num_steps` >= 1 global steps; returns their mean train metrics (a host read), the
+    run state's counters `skipped_updates` and `consecutive_skips` if it has one, and
+    `step_losses` (each step's loss) if the learner records them."""
     if num_steps < 1:
       raise ValueError(f"num_steps must be >= 1, got {num_steps}")
     with testpoints.point("loop"):
       values = self._run(num_steps)
     counters = {k: int(values.pop(k)) for k in ("skipped_updates", "consecutive_skips")
                 if k in values}
+    if "step_loss" in values:  # each step's mean loss (NaN: its update was skipped)
+      loss, count = (np.asarray(values.pop(k))[:num_steps] for k in ("step_loss", "step_count"))
+      with np.errstate(invalid="ignore", divide="ignore"):
+        counters["step_losses"] = np.where(count > 0, loss / count, np.nan)
     if not float(values["count"]):  # every update skipped: no loss or metric to report
       return counters
     return {**_floats(self.learner.train_sums.result(values)), **counters}
