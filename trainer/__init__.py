@@ -33,20 +33,16 @@ __version__ = "0.1.0"
 # Old flat module name -> the module that holds its code now. Importing the old name gives the
 # new module itself (one module object, so patches and isinstance checks agree).
 MOVED = {
-    "errors": "trainer.base.errors", "validate": "trainer.base.validate",
-    "compat": "trainer.base.compat", "choices": "trainer.base.choices",
-    "hooks": "trainer.base.testpoints", "plugins": "trainer.base.plugins",
-    "preemption": "trainer.base.preemption", "callbacks": "trainer.schedules.callbacks",
-    "strategy": "trainer.distribute.strategy", "tpu": "trainer.distribute.tpu",
-    "preflight": "trainer.config.preflight", "learner": "trainer.step.learner",
-    "loop": "trainer.step.loop", "compile_plan": "trainer.step.execution",
-    "ema": "trainer.step.ema", "local_update": "trainer.step.local_update",
-    "build": "trainer.step.build", "workdir": "trainer.rundir.files",
-    "lock": "trainer.rundir.lock", "lease": "trainer.rundir.lease",
-    "resume": "trainer.rundir.resume", "summaries": "trainer.run.summaries",
-    "checkpoints": "trainer.run.checkpoints", "controller": "trainer.run.controller",
-    "console": "trainer.run.console", "export": "trainer.run.export",
-    "train": "trainer.run.train",
+    **{n: f"trainer.base.{n}" for n in ("errors", "validate", "compat", "choices", "plugins",
+                                        "preemption")},
+    **{n: f"trainer.step.{n}" for n in ("learner", "loop", "ema", "local_update", "build")},
+    **{n: f"trainer.run.{n}" for n in ("summaries", "checkpoints", "controller", "console",
+                                       "export", "train")},
+    **{n: f"trainer.rundir.{n}" for n in ("lock", "lease", "resume")},
+    **{n: f"trainer.distribute.{n}" for n in ("strategy", "tpu")},
+    "hooks": "trainer.base.testpoints", "compile_plan": "trainer.step.execution",
+    "workdir": "trainer.rundir.files", "callbacks": "trainer.schedules.callbacks",
+    "preflight": "trainer.config.preflight",
 }
 
 

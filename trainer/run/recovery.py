@@ -11,11 +11,13 @@ the rate factor are the run's state (`RunState.recovery_trials`, `lr_scale`), ch
 so a restart keeps them.
 """
 
+import dataclasses
 import math
 
 from trainer.base.errors import NonFiniteLossError
 
 
+@dataclasses.dataclass
 class Divergence:
   """A train action (see the module docstring).
 
@@ -26,14 +28,12 @@ class Divergence:
       recovery_begin_steps and max_consecutive_skips.
   """
 
-  def __init__(self, state, max_trials=0, lr_factor=0.5, upper_bound=0.0, begin_steps=0,
-               max_consecutive_skips=10):
-    self.state = state
-    self.max_trials = max_trials
-    self.lr_factor = lr_factor
-    self.upper_bound = upper_bound
-    self.begin_steps = begin_steps
-    self.max_consecutive_skips = max_consecutive_skips
+  state: object
+  max_trials: int = 0
+  lr_factor: float = 0.5
+  upper_bound: float = 0.0
+  begin_steps: int = 0
+  max_consecutive_skips: int = 10
 
   def why(self, event):
     """Why the loop ending at event.step diverged, or ''."""
