@@ -10,10 +10,12 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 
 from tests.conftest import REPO, cpu, main_env
+from tests.killer import tree
 from tests.test_export import finished_run, regression_run  # noqa: F401  (session fixtures)
 from trainer.run import console
 from trainer import evaluate
@@ -42,6 +44,25 @@ def test_the_final_checkpoint_reproduces_the_runs_final_eval(finished_run):  # n
   assert got["loss"] == pytest.approx(result["loss"], rel=1e-6)
   assert got["accuracy"] == result["accuracy"]
   assert snapshot(workdir) == before  # reads only
+
+
+def test_it_leaves_even_what_a_resume_would_tidy_as_it_was(finished_run, tmp_path):  # noqa: F811
+  """Leftovers of interrupted writes (or of a run writing right now) and a lost state file:
+  a resume deletes the first and writes the second; a reader touches neither."""
+  workdir = str(tmp_path / "w")
+  shutil.copytree(finished_run[0], workdir)
+  checkpoints = os.path.join(workdir, "checkpoints")
+  os.remove(os.path.join(checkpoints, "checkpoint"))
+  for name in ("checkpoints/checkpoint.tmp0a1b2c3d", "checkpoints/ckpt-32_temp/part-0.index",
+               "config.json.tmp", "curves.png.tmp", "export.tmp-1/model.keras"):
+    os.makedirs(os.path.dirname(os.path.join(workdir, name)), exist_ok=True)
+    with open(os.path.join(workdir, name), "w") as f:
+      f.write("half")
+  before, stamps = tree(workdir), snapshot(workdir)
+  got = evaluate.evaluate_checkpoint(workdir, strategy=cpu())
+  assert got["path"] == os.path.join(checkpoints, "ckpt-24")
+  assert evaluate.evaluate_checkpoint(workdir, 16, strategy=cpu())["step"] == 16
+  assert tree(workdir) == before and snapshot(workdir) == stamps
 
 
 def test_an_older_checkpoint_gives_the_eval_logged_at_its_step(finished_run):  # noqa: F811
@@ -134,6 +155,51 @@ def test_the_command_prints_a_summary_and_a_json_line(finished_run, tmp_path, ho
   # Quiet: none of TF's start-up lines, no traceback.
   assert "Traceback" not in r.stderr
   assert not [line for line in r.stderr.splitlines() if console.HARMLESS.search(line)]
+
+
+@pytest.mark.slow
+def test_evaluations_beside_a_live_run_neither_disturb_it_nor_crash(data_dir, tmp_path):
+  """Issue 21, item 2: evaluate once deleted a live run's in-progress checkpoint (killing
+  the run) and crashed when the checkpoint it checked rotated away before its restore. Here
+  the run saves every 10 steps keeping one checkpoint, and five evaluations run while it
+  trains: the run ends with exit 0, every evaluation with 0 or one line (exit 2 or 5)."""
+  workdir = tmp_path / "w"
+  log = open(tmp_path / "train.log", "w")  # pylint: disable=consider-using-with
+  train = subprocess.Popen(
+      [sys.executable, "-m", "trainer.main", f"--workdir={workdir}", "--strategy=cpu",
+       f"--config.data_dir={data_dir}", "--config.model=mlp", "--config.total_steps=5000",
+       "--config.checkpoint_every=10", "--config.max_checkpoints=1"],
+      cwd=REPO, env=main_env(), stdout=log, stderr=subprocess.STDOUT, text=True)
+  outcomes = []  # (the run still training when it began, exit status, stdout, stderr)
+  try:
+    deadline = time.monotonic() + 300
+    while not (workdir / "checkpoints" / "checkpoint").exists():  # the first commit
+      assert train.poll() is None and time.monotonic() < deadline, (tmp_path / "train.log"
+                                                                     ).read_text()[-3000:]
+      time.sleep(0.2)
+    for _ in range(5):
+      running = train.poll() is None
+      r = run_evaluate(f"--workdir={workdir}", "--strategy=cpu", cwd=REPO, timeout=300)
+      outcomes.append((running, r.returncode, r.stdout, r.stderr))
+    train.wait(timeout=600)
+  finally:
+    if train.poll() is None:
+      train.kill()
+      train.wait()
+    log.close()
+  assert train.returncode == 0, (tmp_path / "train.log").read_text()[-3000:]
+  # The premise: the evaluations ran while the run was training and rotating checkpoints.
+  assert all(running for running, *_ in outcomes), "the run ended early: raise total_steps"
+  for _, code, out, err in outcomes:
+    assert "Traceback" not in err, err[-3000:]
+    if code == 0:
+      got = json.loads(out.strip().splitlines()[-1])
+      assert got["source"] == "checkpoint" and 10 <= got["step"] <= 5000, out
+    else:
+      last = err.strip().splitlines()[-1]
+      assert code in (2, 5) and last.startswith("error: "), (code, err[-3000:])
+  assert sorted(os.listdir(workdir / "checkpoints")) == [
+      "checkpoint", "ckpt-5000.data-00000-of-00001", "ckpt-5000.index"]
 
 
 def bad_cases(run_dir, tmp_path):

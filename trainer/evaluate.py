@@ -89,7 +89,7 @@ def restore(workdir, checkpoint=None, strategy=None, data_dir=""):
   # pylint: disable=g-import-not-at-top
   from trainer.distribute import strategy as strategy_lib
   from trainer.distribute.precision import global_policy
-  from trainer.run import checkpoints
+  from trainer.run import checkpoint_reader
   from trainer.step import build
   config = load_config(workdir, data_dir)
   record.require_checkpoint(workdir, checkpoint)
@@ -97,9 +97,9 @@ def restore(workdir, checkpoint=None, strategy=None, data_dir=""):
   spec = _spec(config, strategy)
   with global_policy(spec.policy):
     parts = build.build(spec, strategy)
-  ckpt = checkpoints.Checkpointer(workdir, strategy, config.max_checkpoints,
-                                  **parts.trackables())
-  return parts, ckpt.restore_for_reading(checkpoint, attempts=ATTEMPTS)
+  # A Reader, not a Checkpointer: it creates, deletes and rewrites nothing in the workdir.
+  reader = checkpoint_reader.Reader(workdir, **parts.trackables())
+  return parts, reader.restore_for_reading(checkpoint, attempts=ATTEMPTS)
 
 
 def evaluate_checkpoint(workdir, checkpoint=None, strategy=None, data_dir=""):
