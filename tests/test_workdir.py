@@ -17,6 +17,7 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import REPO, checkpointed_run, cpu, main_env, run_main
+from tests.killer import tree
 from trainer.base import testpoints
 from trainer import main
 from trainer.run import train
@@ -58,6 +59,53 @@ def test_a_writable_workdir_passes_and_is_left_as_it_was(tmp_path, existing):
   assert workdir.exists() == existing  # check() creates nothing ...
   assert [p.name for p in tmp_path.rglob("*")
           if p.name.startswith(".trainer-write-probe")] == []  # ... and leaves no probe
+
+
+@pytest.mark.parametrize("names", [
+    ["curves.png", "export/model.keras"],  # issue 21, item 4: both were replaced silently
+    ["notes.txt"], [".DS_Store", ".lock"], ["train/events.out.tfevents.1.host"],
+    [f"f{i}" for i in range(7)],
+])
+def test_a_directory_that_holds_no_run_is_refused_as_it_is(tmp_path, names):
+  workdir = tmp_path / "mine"
+  for name in names:
+    (workdir / name).parent.mkdir(parents=True, exist_ok=True)
+    (workdir / name).write_text("mine")
+  before = tree(str(workdir))
+  with pytest.raises(ConfigError) as info:
+    workdir_lib.check_writable(str(workdir))
+  message = str(info.value)
+  shown = sorted({n.split("/")[0] for n in names} - {".lock"})
+  assert message.startswith(f"workdir: '{workdir}' is not empty and holds no run (no "
+                            f"config.json, no checkpoints/): {', '.join(shown[:5])}"), message
+  assert message.endswith("give an empty or new directory") and "\n" not in message
+  assert ("(7 entries)" in message) == (len(names) == 7)
+  assert tree(str(workdir)) == before
+
+
+@pytest.mark.parametrize("names", [
+    [], [".lock"], [".lock", "config.json.tmp"], [".trainer-write-probe-abc123"],
+    ["config.json"], ["checkpoints/"], ["config.json", "schedule.png", "train/", "notes.txt"],
+])
+def test_a_new_or_empty_directory_or_a_run_or_an_interrupted_start_passes(tmp_path, names):
+  workdir = tmp_path / "w"
+  workdir.mkdir()
+  for name in names:
+    if name.endswith("/"):
+      (workdir / name).mkdir()
+    else:
+      (workdir / name).write_text("x")
+  workdir_lib.check_writable(str(workdir))
+
+
+def test_a_remote_directory_that_holds_no_run_is_refused():
+  workdir = "ram://trainer_test_workdir_stranger/mine"
+  tf.io.gfile.makedirs(workdir + "/export")
+  with tf.io.gfile.GFile(workdir + "/curves.png", "w") as f:
+    f.write("mine")
+  with pytest.raises(ConfigError, match="is not empty and holds no run .*: curves.png, export;"):
+    workdir_lib.check_writable(workdir)
+  workdir_lib.check_writable("ram://trainer_test_workdir_stranger/new")
 
 
 def test_remote_workdirs_are_left_to_the_first_write():
