@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import REPO, cpu, main_env
 from tests.killer import tree
-from tests.test_export import finished_run, regression_run  # noqa: F401  (session fixtures)
+from tests.test_export import REGRESSION, finished_run, regression_run  # noqa: F401
 from trainer.run import console
 from trainer import evaluate
 from trainer.run import export as export_lib
@@ -88,8 +88,9 @@ def test_the_export_reproduces_the_runs_final_eval(finished_run):  # noqa: F811
 
 def test_regression_checkpoint_and_export_give_mse_mae_r2(regression_run):  # noqa: F811
   workdir, result = regression_run
-  from_checkpoint = evaluate.evaluate_checkpoint(workdir, strategy=cpu())
-  from_export = evaluate.evaluate_export(workdir)
+  named = [REGRESSION["dataset"]]  # the plug-in its config.json names
+  from_checkpoint = evaluate.evaluate_checkpoint(workdir, strategy=cpu(), plugins_named=named)
+  from_export = evaluate.evaluate_export(workdir, plugins_named=named)
   for metric in ("loss", "mse", "mae", "r2"):
     assert from_checkpoint[metric] == pytest.approx(result[metric], rel=1e-6), metric
     assert from_export[metric] == pytest.approx(result[metric], rel=1e-5), metric
@@ -105,6 +106,52 @@ def test_an_unreadable_checkpoint_is_a_checkpoint_error(finished_run, tmp_path):
     f.truncate(10)
   with pytest.raises(CheckpointError, match=r"ckpt-16 is unreadable"):
     evaluate.evaluate_checkpoint(workdir, 16, strategy=cpu())
+
+
+CALLED = []
+
+
+def must_not_run(*args):
+  """A plug-in that records being imported and called."""
+  CALLED.append(args)
+  return {}
+
+
+def _run_naming(finished, workdir, **fields):
+  """A copy of the run's config.json (nothing else is read first) with `fields` changed."""
+  workdir.mkdir()
+  with open(os.path.join(finished, "config.json")) as f:
+    blob = json.load(f)
+  blob["config"].update(fields)
+  (workdir / "config.json").write_text(json.dumps(blob))
+  return str(workdir)
+
+
+@pytest.mark.parametrize("field", ["model", "dataset", "task"])
+def test_a_plugin_only_config_json_names_is_never_imported(finished_run, tmp_path,  # noqa: F811
+                                                           field):
+  """Issue 21, item 5: evaluate imported and called whatever config.json named."""
+  plugin = "tests.test_evaluate:must_not_run"
+  workdir = _run_naming(finished_run[0], tmp_path / "w", **{field: plugin})
+  with pytest.raises(ConfigError) as info:
+    evaluate.evaluate_checkpoint(workdir, strategy=cpu())
+  message = str(info.value)
+  assert message.startswith(f"{field}: {plugin!r} is code (a plug-in) that only "
+                            f"{workdir}/config.json names, so it is not imported"), message
+  assert "\n" not in message and CALLED == []
+  with pytest.raises(ConfigError, match=f"^{field}: "):
+    evaluate.evaluate_export(workdir)
+  for accepted in ([plugin], True):  # named, or all trusted: loaded as the run's config
+    assert evaluate.load_config(workdir, plugins_named=accepted)[field] == plugin
+  assert CALLED == []  # loading a config imports nothing
+
+
+def test_folders_tfds_versions_and_registered_names_are_no_code(finished_run,  # noqa: F811
+                                                                 tmp_path):
+  for i, dataset in enumerate(["folder:images", "mnist:3.0.1"]):
+    workdir = _run_naming(finished_run[0], tmp_path / str(i), dataset=dataset, model="mlp",
+                          task="classification")
+    assert evaluate.load_config(workdir).dataset == dataset
 
 
 def test_export_names_are_the_run_directorys_own():
@@ -202,6 +249,17 @@ def test_evaluations_beside_a_live_run_neither_disturb_it_nor_crash(data_dir, tm
       "checkpoint", "ckpt-5000.data-00000-of-00001", "ckpt-5000.index"]
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("flag", ["--dataset=tests.test_export:regression_data",
+                                  "--trust_plugins"])
+def test_a_plugin_the_user_names_is_imported(regression_run, flag):  # noqa: F811
+  workdir, result = regression_run
+  r = run_evaluate(f"--workdir={workdir}", "--strategy=cpu", flag, cwd=REPO)
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert json.loads(r.stdout.strip().splitlines()[-1])["mse"] == pytest.approx(result["mse"],
+                                                                              rel=1e-5)
+
+
 def bad_cases(run_dir, tmp_path):
   """(flags, words the one error line must contain) for each user mistake."""
   empty = tmp_path / "empty"
@@ -214,7 +272,23 @@ def bad_cases(run_dir, tmp_path):
   garbage = tmp_path / "garbage"
   garbage.mkdir()
   (garbage / "config.json").write_text("{not json")
+  plugged = {}
+  for name, field, value in (("aborts", "dataset", "os:abort"), ("zen", "model", "this:s")):
+    plugged[name] = tmp_path / name  # issue 21, item 5: os.abort() ran; `this` was imported
+    shutil.copytree(run_dir, plugged[name])
+    with open(plugged[name] / "config.json") as f:
+      blob = json.load(f)
+    blob["config"][field] = value
+    (plugged[name] / "config.json").write_text(json.dumps(blob))
   return [
+      ([f"--workdir={plugged['aborts']}"],
+       f"dataset: 'os:abort' is code (a plug-in) that only {plugged['aborts']}/config.json "
+       f"names, so it is not imported: if you trust it, give --dataset=os:abort (or "
+       f"--trust_plugins)"),
+      ([f"--workdir={plugged['zen']}", "--export"], "model: 'this:s' is code (a plug-in)"),
+      ([f"--workdir={plugged['zen']}", "--model=that:s"],
+       f"model: --model=that:s but {plugged['zen']}/config.json records 'this:s'"),
+      ([f"--workdir={run_dir}", "--dataset=os:abort"], "dataset: --dataset=os:abort but "),
       ([], "workdir: give --workdir"),
       ([f"--workdir={tmp_path / 'nope'}"], "no such directory"),
       ([f"--workdir={a_file}"], "is a file"),
@@ -241,6 +315,7 @@ def test_user_mistakes_are_one_line_and_exit_2(finished_run, tmp_path):  # noqa:
     assert r.returncode == 2, (args, r.stderr)
     assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], (args,
                                                                                      r.stderr)
+    assert "Zen of Python" not in r.stdout
     assert r.stdout == "", (args, r.stdout)
   assert snapshot(str(tmp_path)) == before  # nothing written, nothing created
 

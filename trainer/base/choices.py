@@ -8,3 +8,4 @@ STRATEGIES = ("auto", "cpu", "one_device", "mirrored", "multi_worker", "tpu")
 OPTIMIZERS = ("adamw", "adam", "sgd")
 PRECISIONS = ("auto", "float32", "bfloat16", "mixed_float16")
 INPUT_MODES = ("auto", "tf.data", "device")
+FOLDER_PREFIX = "folder:"  # dataset = "folder:PATH": a directory of images, not code
