@@ -64,7 +64,8 @@ class Lock:
     self._create_dirs()
     try:
       if _remote(self.workdir) or not self._take_os_lock():
-        self._lease = lease_lib.Lease(os.path.join(self.workdir, layout.LOCK), self._force).acquire()
+        self._lease = lease_lib.Lease(os.path.join(self.workdir, layout.LOCK),
+                                      self._force).acquire()
     except BaseException:
       self._remove_created(held=False)
       raise
