@@ -210,43 +210,53 @@ def test_evaluations_beside_a_live_run_neither_disturb_it_nor_crash(data_dir, tm
   the run) and crashed when the checkpoint it checked rotated away before its restore. Here
   the run saves every 10 steps keeping one checkpoint, and five evaluations run while it
   trains: the run ends with exit 0, every evaluation with 0 or one line (exit 2 or 5)."""
-  workdir = tmp_path / "w"
-  log = open(tmp_path / "train.log", "w")  # pylint: disable=consider-using-with
+  total, workdir = 3000, tmp_path / "w"
   train = subprocess.Popen(
       [sys.executable, "-m", "trainer.main", f"--workdir={workdir}", "--strategy=cpu",
-       f"--config.data_dir={data_dir}", "--config.model=mlp", "--config.total_steps=5000",
+       f"--config.data_dir={data_dir}", "--config.model=mlp", f"--config.total_steps={total}",
        "--config.checkpoint_every=10", "--config.max_checkpoints=1"],
-      cwd=REPO, env=main_env(), stdout=log, stderr=subprocess.STDOUT, text=True)
-  outcomes = []  # (the run still training when it began, exit status, stdout, stderr)
+      cwd=REPO, env=main_env(), stdout=open(tmp_path / "train.log", "w"),  # noqa: SIM115
+      stderr=subprocess.STDOUT)
+  evals = []  # (the run still training when it began, its process)
   try:
     deadline = time.monotonic() + 300
     while not (workdir / "checkpoints" / "checkpoint").exists():  # the first commit
       assert train.poll() is None and time.monotonic() < deadline, (tmp_path / "train.log"
                                                                      ).read_text()[-3000:]
       time.sleep(0.2)
-    for _ in range(5):
-      running = train.poll() is None
-      r = run_evaluate(f"--workdir={workdir}", "--strategy=cpu", cwd=REPO, timeout=300)
-      outcomes.append((running, r.returncode, r.stdout, r.stderr))
+    # Side by side, started 2 s apart: all of them while the run trains, whatever the load.
+    for i in range(5):
+      evals.append((train.poll() is None, subprocess.Popen(
+          [sys.executable, "-m", "trainer.evaluate", f"--workdir={workdir}", "--strategy=cpu"],
+          cwd=REPO, env=main_env(), stdout=open(tmp_path / f"eval{i}.out", "w"),  # noqa: SIM115
+          stderr=open(tmp_path / f"eval{i}.err", "w"))))  # noqa: SIM115
+      time.sleep(2)
+    for _, proc in evals:
+      proc.wait(timeout=600)
     train.wait(timeout=600)
   finally:
-    if train.poll() is None:
-      train.kill()
-      train.wait()
-    log.close()
+    for proc in [train] + [p for _, p in evals]:
+      if proc.poll() is None:
+        proc.kill()
+        proc.wait()
   assert train.returncode == 0, (tmp_path / "train.log").read_text()[-3000:]
-  # The premise: the evaluations ran while the run was training and rotating checkpoints.
-  assert all(running for running, *_ in outcomes), "the run ended early: raise total_steps"
-  for _, code, out, err in outcomes:
+  steps = []
+  for i, (running, proc) in enumerate(evals):
+    out, err = (tmp_path / f"eval{i}.out").read_text(), (tmp_path / f"eval{i}.err").read_text()
+    assert running, "the run ended before the evaluations began: raise total"
     assert "Traceback" not in err, err[-3000:]
-    if code == 0:
+    if proc.returncode == 0:
       got = json.loads(out.strip().splitlines()[-1])
-      assert got["source"] == "checkpoint" and 10 <= got["step"] <= 5000, out
+      assert got["source"] == "checkpoint" and 10 <= got["step"] <= total, out
+      steps.append(got["step"])
     else:
       last = err.strip().splitlines()[-1]
-      assert code in (2, 5) and last.startswith("error: "), (code, err[-3000:])
+      assert proc.returncode in (2, 5) and last.startswith("error: "), (proc.returncode,
+                                                                         err[-3000:])
+  # The premise: they read checkpoints the run was rotating, not only its last one.
+  assert [s for s in steps if s < total], steps
   assert sorted(os.listdir(workdir / "checkpoints")) == [
-      "checkpoint", "ckpt-5000.data-00000-of-00001", "ckpt-5000.index"]
+      "checkpoint", f"ckpt-{total}.data-00000-of-00001", f"ckpt-{total}.index"]
 
 
 @pytest.mark.slow

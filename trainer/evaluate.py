@@ -111,11 +111,14 @@ def restore(workdir, checkpoint=None, strategy=None, data_dir="", plugins_named=
   record.require_checkpoint(workdir, checkpoint)
   strategy = strategy or strategy_lib.get_strategy("auto")
   spec = _spec(config, strategy)
-  with global_policy(spec.policy):
-    parts = build.build(spec, strategy)
-  # A Reader, not a Checkpointer: it creates, deletes and rewrites nothing in the workdir.
-  reader = checkpoint_reader.Reader(workdir, **parts.trackables())
-  return parts, reader.restore_for_reading(checkpoint, attempts=ATTEMPTS)
+
+  def fresh_parts():  # for each attempt: a restore cut short leaves state in its objects
+    with global_policy(spec.policy):
+      parts = build.build(spec, strategy)
+    return parts, parts.trackables()
+
+  # A reader, not a Checkpointer: it creates, deletes and rewrites nothing in the workdir.
+  return checkpoint_reader.restore_for_reading(workdir, fresh_parts, checkpoint, ATTEMPTS)
 
 
 def evaluate_checkpoint(workdir, checkpoint=None, strategy=None, data_dir="",

@@ -34,6 +34,58 @@ class Vanished(CheckpointError):
     self.path = path
 
 
+def restore_for_reading(workdir, build, step=None, attempts=5):
+  """Restores checkpoint `step` (None: the newest readable one) of `workdir` beside a run
+  that may be training: the run may delete the checkpoint being read (max_checkpoints), and
+  then the newest one is tried again, up to `attempts` times; a given `step` that
+  disappears is one line.
+
+  Args:
+    workdir: the run's directory.
+    build: `() -> (value, trackables)`: the objects to restore into (a dict for
+      `tf.train.Checkpoint`) and what to return with them, made afresh for each attempt. A
+      restore cut short by a deletion leaves TF's deferred restorations in the objects it
+      reached, which a second restore into them replays from the deleted files.
+    step: a checkpoint's global step, or None.
+    attempts: how many times to read the newest one.
+
+  Returns:
+    (value, the restored checkpoint's path).
+
+  Raises:
+    ConfigError: no checkpoint yet, or checkpoint `step` was deleted while being read.
+    CheckpointError: the checkpoint is unreadable (none of them is, without `step`), or the
+      checkpoints kept being deleted for `attempts` tries.
+  """
+  directory = layout.checkpoint_dir(workdir)
+  if step is not None:
+    value, trackables = build()
+    return value, Reader(workdir, **trackables).restore_step(step)
+  error = None
+  for attempt in range(attempts):
+    before = _listing(workdir)
+    value, trackables = build()
+    try:
+      path = Reader(workdir, **trackables).restore_newest(beside_a_run=True)
+      if path is None:
+        raise ConfigError(f"workdir: no checkpoint in {directory} yet; train first")
+      return value, path
+    except CheckpointError as e:  # deleted under us, or unreadable: retried if the run moved
+      if not isinstance(e, Vanished) and _listing(workdir) == before:
+        raise
+      error = e
+    logging.info("The checkpoints changed while being read (%s); reading the newest again.",
+                 first_line(error))
+    time.sleep(0.2 * (attempt + 1))
+  raise CheckpointError(f"workdir: the checkpoints in {directory} kept changing while being "
+                        f"read ({attempts} attempts; last: {first_line(error)}); try again")
+
+
+def _listing(workdir):
+  """What says which checkpoints there are: the index files and the state file."""
+  return layout.checkpoint_steps(workdir), listed_paths(layout.checkpoint_dir(workdir))
+
+
 class Reader:
   """Restores checkpoints of `workdir` into `trackables` (e.g. model=..., optimizer=...)."""
 
@@ -43,49 +95,9 @@ class Reader:
     self.checkpoint = tf.train.Checkpoint(**trackables)
     self.latest = None  # the checkpoint restored (or, by a writer, last saved)
 
-  def restore_for_reading(self, step=None, attempts=5):
-    """Restores checkpoint `step` (None: the newest readable one) beside a run that may be
-    training: the run may delete the checkpoint being read (max_checkpoints), and then the
-    newest one is tried again, up to `attempts` times; a given `step` that disappears is one
-    line.
-
-    Returns:
-      The restored checkpoint's path.
-
-    Raises:
-      ConfigError: no checkpoint yet, or checkpoint `step` was deleted while being read.
-      CheckpointError: the checkpoint is unreadable (none of them is, without `step`), or the
-        checkpoints kept being deleted for `attempts` tries.
-    """
-    if step is not None:
-      path = self._restore_step(step)
-      self.latest = path
-      return path
-    error = None
-    for attempt in range(attempts):
-      before = self._listing()
-      try:
-        path = self.restore_newest(beside_a_run=True)
-        if path is None:
-          raise ConfigError(f"workdir: no checkpoint in {self.directory} yet; train first")
-        self.latest = path
-        return path
-      except CheckpointError as e:  # deleted under us, or unreadable: retried if the run moved
-        if not isinstance(e, Vanished) and self._listing() == before:
-          raise
-        error = e
-      logging.info("The checkpoints changed while being read (%s); reading the newest again.",
-                   first_line(error))
-      time.sleep(0.2 * (attempt + 1))
-    raise CheckpointError(f"workdir: the checkpoints in {self.directory} kept changing while "
-                          f"being read ({attempts} attempts; last: {first_line(error)}); try "
-                          f"again")
-
-  def _listing(self):
-    """What says which checkpoints there are: the index files and the state file."""
-    return layout.checkpoint_steps(self.workdir), listed_paths(self.directory)
-
-  def _restore_step(self, step):
+  def restore_step(self, step):
+    """Restores checkpoint `step`; its path. A checkpoint deleted while it is read is a
+    ConfigError (the user's choice to make again), an unreadable one a CheckpointError."""
     path = layout.checkpoint_path(self.workdir, step)
     try:
       problem = unreadable(path)
@@ -94,8 +106,9 @@ class Reader:
           raise Vanished(path)
         raise CheckpointError(f"checkpoint: {path} is unreadable ({problem})")
       self.restore(path)
-    except Vanished as e:  # the one asked for is gone: a user's choice to make again
+    except Vanished as e:
       raise ConfigError(str(e)) from None
+    self.latest = path
     return path
 
   def restore_newest(self, beside_a_run=False):
@@ -127,6 +140,7 @@ class Reader:
         if problems:
           logging.warning("Using %s, the newest readable checkpoint.", path)
         logging.info("Restored %s", path)
+        self.latest = path
         return path
       if beside_a_run and deleted(path):
         logging.info("%s was deleted while being read; trying the previous one.", path)
@@ -145,9 +159,13 @@ class Reader:
   def restore(self, path):
     """Restores `path`; a checkpoint of another model or optimizer is a ConfigError, one that
     was deleted meanwhile `Vanished`."""
+    status = None
     try:
-      self.checkpoint.restore(path).assert_existing_objects_matched()
+      status = self.checkpoint.restore(path)
+      status.assert_existing_objects_matched()
     except (AssertionError, ValueError, tf.errors.OpError) as e:
+      if status is not None:  # these objects are given up: no warnings about them at exit
+        status.expect_partial()
       if deleted(path):
         raise Vanished(path) from None
       if isinstance(e, tf.errors.OpError) and not isinstance(e, tf.errors.InvalidArgumentError):
