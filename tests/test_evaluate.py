@@ -260,11 +260,22 @@ def test_evaluations_beside_a_live_run_neither_disturb_it_nor_crash(data_dir, tm
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("flag", ["--dataset=tests.test_export:regression_data",
+@pytest.mark.parametrize("flag", ["--dataset=plug_regression:regression_data",
                                   "--trust_plugins"])
-def test_a_plugin_the_user_names_is_imported(regression_run, flag):  # noqa: F811
-  workdir, result = regression_run
-  r = run_evaluate(f"--workdir={workdir}", "--strategy=cpu", flag, cwd=REPO)
+def test_a_plugin_the_user_names_is_imported(regression_run, tmp_path, flag):  # noqa: F811
+  import inspect  # pylint: disable=g-import-not-at-top
+  from tests import test_export  # pylint: disable=g-import-not-at-top
+  # The run's data as a module of the working directory (tests.test_export sets up devices).
+  (tmp_path / "plug_regression.py").write_text(
+      "import numpy as np\n\n" + inspect.getsource(test_export.regression_data))
+  workdir, result = str(tmp_path / "w"), regression_run[1]
+  shutil.copytree(regression_run[0], workdir)
+  with open(os.path.join(workdir, "config.json")) as f:
+    blob = json.load(f)
+  blob["config"]["dataset"] = "plug_regression:regression_data"
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    json.dump(blob, f)
+  r = run_evaluate(f"--workdir={workdir}", "--strategy=cpu", flag, cwd=str(tmp_path))
   assert r.returncode == 0, r.stderr[-3000:]
   assert json.loads(r.stdout.strip().splitlines()[-1])["mse"] == pytest.approx(result["mse"],
                                                                               rel=1e-5)
