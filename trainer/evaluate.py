@@ -239,7 +239,9 @@ def main(argv):
     else:
       record.require_checkpoint(FLAGS.workdir, FLAGS.checkpoint)
   strategy = None
-  if not FLAGS.export:
+  if FLAGS.export:
+    cli.load_tensorflow(verbose)
+  else:
     strategy = cli.strategy(FLAGS.strategy, FLAGS.tpu, FLAGS.cpu_devices, verbose)
   if remote:
     named = _check_record(FLAGS.workdir)

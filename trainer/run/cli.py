@@ -65,3 +65,11 @@ def strategy(name, tpu="", cpu_devices=0, verbose=False):
     chosen = strategy_lib.get_strategy(name, tpu)
     strategy_lib.make_first_iterator(chosen)
   return chosen
+
+
+def load_tensorflow(verbose=False):
+  """TensorFlow imported and its runtime started while its start-up lines are filtered, for a
+  command that sets up no strategy (`trainer.evaluate --export`)."""
+  with console.startup_lines_hidden(verbose):
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    tf.config.list_logical_devices()  # the runtime starts here, and says so on stderr
