@@ -149,8 +149,8 @@ def evaluate_export(workdir, data_dir="", plugins_named=()):
 
   Raises:
     ConfigError: no run, a plug-in not named, no export, an export without serving/, or a
-      task that cannot turn
-      its serving outputs back into outputs (`Task.outputs_from_serving`).
+      task that cannot turn its serving outputs back into outputs
+      (`Task.outputs_from_serving`).
   """
   # pylint: disable=g-import-not-at-top
   import tensorflow as tf
