@@ -27,8 +27,10 @@ _TF_CONFIG_OK_SHAPE = {"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": 
 #  "error: ", options: workdir = new (missing), existing (a run's files before its first
 #  checkpoint), file, proc, locked, train_file / eval_file / checkpoints_file (that entry a
 #  file), state_dir (checkpoints/checkpoint a directory), held (the test process holds its
-#  lock), no_config (a run's real checkpoints without its config.json), finished (a 2-step
-#  run that reached its end); env = environment
+#  lock), held_unlinked (held, and its lock file removed), lock_link (.lock a symlink to
+#  {afile}), stranger (someone's curves.png and export/, no run), plugin_model /
+#  plugin_dataset (config.json naming this:s / os:abort), no_config (a run's real checkpoints
+#  without its config.json), finished (a 2-step run that reached its end); env = environment
 #  changes). Messages may name {workdir}, {pid} (the test process) and the config files
 #  {raises}, {partial}, {notcfg}, {noget}, and flags {afile}.
 CASES = [
@@ -159,6 +161,24 @@ CASES = [
     # Case 5: a bound on logical devices.
     ("too many cpu_devices", ["--strategy=mirrored", "--cpu_devices=10000"],
      "cpu_devices: must be at most 256, got 10000", {}),
+    # Issue 21, item 3: the lock walked around, or written through a link.
+    ("workdir in use, its lock file removed", [],
+     "workdir: {workdir} is in use by another run: another process (its lock file "
+     "{workdir}/.lock, which names it, is missing", {"workdir": "held_unlinked"}),
+    ("lock file a symlink", [], "workdir: {workdir}/.lock is a symbolic link (to '{afile}')",
+     {"workdir": "lock_link"}),
+    # Item 4: someone's own directory.
+    ("workdir that holds no run", [],
+     "workdir: '{workdir}' is not empty and holds no run (no config.json, no checkpoints/): "
+     "curves.png, export; ", {"workdir": "stranger"}),
+    # Item 5: code that only the workdir's config.json names (no --config: its record is used).
+    ("recorded model plug-in not named", [],
+     "model: 'this:s' is code (a plug-in) that only {workdir}/config.json names, so it is not "
+     "imported: if you trust it, give --config.model=this:s (or --trust_plugins)",
+     {"workdir": "plugin_model"}),
+    ("recorded dataset plug-in not named", [],
+     "dataset: 'os:abort' is code (a plug-in) that only {workdir}/config.json names",
+     {"workdir": "plugin_dataset"}),
 ]
 # The config files of the config-file cases.
 CONFIG_FILES = {
@@ -183,9 +203,23 @@ def _workdir(kind, base, name):
     locked = base / f"{name}.locked"
     locked.mkdir(mode=0o555)
     return str(locked / "w")
-  if kind in ("existing", "held"):
+  if kind in ("existing", "held", "held_unlinked", "lock_link", "plugin_model",
+              "plugin_dataset"):
     path = base / name
     shutil.copytree(base / "template", path)
+    if kind == "lock_link":
+      (path / ".lock").symlink_to(base / "a-file")
+    if kind.startswith("plugin_"):
+      blob = json.loads((path / "config.json").read_text())
+      blob["config"].update(model="this:s" if kind == "plugin_model" else "mlp",
+                            dataset="os:abort" if kind == "plugin_dataset" else "digits")
+      (path / "config.json").write_text(json.dumps(blob))
+    return str(path)
+  if kind == "stranger":
+    path = base / name
+    (path / "export").mkdir(parents=True)
+    (path / "curves.png").write_text("mine")
+    (path / "export" / "model.keras").write_text("mine")
     return str(path)
   if kind in ("no_config", "finished"):
     path = base / name
@@ -251,9 +285,11 @@ def matrix(tmp_path_factory):
     if kind == "locked" and os.geteuid() == 0:
       kind = "proc"  # root writes through mode 0o555; /proc refuses everyone
     workdir = _workdir(kind, base, f"case{i}")
-    if kind == "held":  # this process holds the lock while the case runs
+    if kind in ("held", "held_unlinked"):  # this process holds the lock while the case runs
       held.append(lock_lib.Lock(workdir))
       held[-1].__enter__()
+      if kind == "held_unlinked":
+        os.remove(os.path.join(workdir, ".lock"))
     before = tree(workdir) if os.path.isdir(workdir) else None
     setups[name] = (workdir, before, os.path.exists(workdir))
     flags = [f.format(empty=empty, **files) for f in flags]

@@ -279,3 +279,105 @@ def test_a_checkpoint_of_another_model_is_one_line_naming_the_model(partial):
   assert message.startswith(f"model: the checkpoint {os.path.join(ckpt_dir(partial), 'ckpt-16')}"
                             f" does not fit the model and optimizer this config builds (")
   assert "\n" not in message
+
+
+# A reader beside a live run (trainer.evaluate): it changes nothing, and a checkpoint the run
+# deletes under it is read again, never a traceback.
+
+
+def _leftovers(workdir):
+  """What interrupted writes (or a run writing right now) leave, and no state file."""
+  directory = ckpt_dir(workdir)
+  for path in (os.path.join(directory, "checkpoint.tmp5a6b7c8d"),
+               os.path.join(directory, "ckpt-20_temp", "part-00000-of-00001.index"),
+               os.path.join(workdir, "config.json.tmp"), os.path.join(workdir, "export.tmp-1")):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+      f.write("half")
+  os.remove(os.path.join(directory, "checkpoint"))
+
+
+def _read(workdir, step=None):
+  """The path `checkpoint_reader.restore_for_reading` restores (nothing into nothing: each
+  attempt's fresh objects counted in BUILT)."""
+  from trainer.run import checkpoint_reader  # pylint: disable=g-import-not-at-top
+
+  def build():
+    BUILT.append(object())
+    return None, {}
+
+  return checkpoint_reader.restore_for_reading(workdir, build, step)[1]
+
+
+BUILT = []
+
+
+def test_a_reader_creates_deletes_and_rewrites_nothing(partial, tmp_path):
+  _leftovers(partial)  # what a Checkpointer would tidy, and a state file it would write
+  before = tree(partial)
+  assert _read(partial) == os.path.join(ckpt_dir(partial), "ckpt-16")
+  assert _read(partial, 8) == os.path.join(ckpt_dir(partial), "ckpt-8")
+  assert tree(partial) == before
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  with pytest.raises(ConfigError, match="^workdir: no checkpoint in .* yet; train first$"):
+    _read(str(empty))
+  assert os.listdir(empty) == []  # not even a checkpoints/ directory
+
+
+def _rotate_after_the_check(monkeypatch, workdir, deleted_step):
+  """Between the reader's check of ckpt-`deleted_step` and its restore, the run saves ckpt-20
+  and, with max_checkpoints=1, deletes everything older (data files first, as TF does)."""
+  from trainer.run import checkpoint_reader  # pylint: disable=g-import-not-at-top
+  real = checkpoint_reader.unreadable
+  directory = ckpt_dir(workdir)
+
+  def check_then_rotate(path):
+    problem = real(path)
+    if path.endswith(f"ckpt-{deleted_step}") and not os.path.exists(
+        os.path.join(directory, "ckpt-20.index")):
+      for suffix in (".data-00000-of-00001", ".index"):
+        shutil.copy(os.path.join(directory, "ckpt-16" + suffix),
+                    os.path.join(directory, "ckpt-20" + suffix))
+      tf.compat.v1.train.update_checkpoint_state(directory, "ckpt-20", ["ckpt-20"])
+      for step in (4, 8, 12, 16):
+        for name in sorted(glob.glob(os.path.join(directory, f"ckpt-{step}.*"))):
+          os.remove(name)
+    return problem
+
+  monkeypatch.setattr(checkpoint_reader, "unreadable", check_then_rotate)
+
+
+def test_the_latest_deleted_between_check_and_restore_is_read_again(partial, monkeypatch,
+                                                                   caplog):
+  _rotate_after_the_check(monkeypatch, partial, 16)
+  BUILT.clear()
+  with caplog.at_level(logging.INFO, logger="absl"):
+    path = _read(partial)
+  assert path == os.path.join(ckpt_dir(partial), "ckpt-20")
+  assert len(BUILT) == 2  # the second attempt restored into objects of its own
+  assert not [r for r in caplog.records  # nothing was wrong (TF's own notes aside)
+              if r.levelno >= logging.WARNING and r.name == "absl"]
+  assert "changed while being read" in caplog.text  # it was read again
+
+
+def test_a_checkpoint_asked_for_and_deleted_while_read_is_one_line(partial, monkeypatch):
+  _rotate_after_the_check(monkeypatch, partial, 12)
+  with pytest.raises(ConfigError) as info:
+    _read(partial, 12)
+  message = str(info.value)
+  assert message.startswith(f"checkpoint: {os.path.join(ckpt_dir(partial), 'ckpt-12')} was "
+                            f"deleted while it was being read"), message
+  assert "\n" not in message
+
+
+def test_a_reader_reports_unreadable_checkpoints_at_once(partial):
+  """Nothing changes meanwhile: no retries, the one error."""
+  for prefix in glob.glob(os.path.join(ckpt_dir(partial), "ckpt-*.index")):
+    _truncate_index(prefix[:-len(".index")])
+  BUILT.clear()
+  with pytest.raises(CheckpointError, match="^workdir: no readable checkpoint in "):
+    _read(partial)
+  assert len(BUILT) == 1  # not retried
+  with pytest.raises(CheckpointError, match="ckpt-8 is unreadable"):
+    _read(partial, 8)

@@ -10,11 +10,13 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 
 from tests.conftest import REPO, cpu, main_env
-from tests.test_export import finished_run, regression_run  # noqa: F401  (session fixtures)
+from tests.killer import tree
+from tests.test_export import REGRESSION, finished_run, regression_run  # noqa: F401
 from trainer.run import console
 from trainer import evaluate
 from trainer.run import export as export_lib
@@ -44,6 +46,25 @@ def test_the_final_checkpoint_reproduces_the_runs_final_eval(finished_run):  # n
   assert snapshot(workdir) == before  # reads only
 
 
+def test_it_leaves_even_what_a_resume_would_tidy_as_it_was(finished_run, tmp_path):  # noqa: F811
+  """Leftovers of interrupted writes (or of a run writing right now) and a lost state file:
+  a resume deletes the first and writes the second; a reader touches neither."""
+  workdir = str(tmp_path / "w")
+  shutil.copytree(finished_run[0], workdir)
+  checkpoints = os.path.join(workdir, "checkpoints")
+  os.remove(os.path.join(checkpoints, "checkpoint"))
+  for name in ("checkpoints/checkpoint.tmp0a1b2c3d", "checkpoints/ckpt-32_temp/part-0.index",
+               "config.json.tmp", "curves.png.tmp", "export.tmp-1/model.keras"):
+    os.makedirs(os.path.dirname(os.path.join(workdir, name)), exist_ok=True)
+    with open(os.path.join(workdir, name), "w") as f:
+      f.write("half")
+  before, stamps = tree(workdir), snapshot(workdir)
+  got = evaluate.evaluate_checkpoint(workdir, strategy=cpu())
+  assert got["path"] == os.path.join(checkpoints, "ckpt-24")
+  assert evaluate.evaluate_checkpoint(workdir, 16, strategy=cpu())["step"] == 16
+  assert tree(workdir) == before and snapshot(workdir) == stamps
+
+
 def test_an_older_checkpoint_gives_the_eval_logged_at_its_step(finished_run):  # noqa: F811
   workdir, _ = finished_run
   got = evaluate.evaluate_checkpoint(workdir, 8, strategy=cpu())
@@ -67,8 +88,9 @@ def test_the_export_reproduces_the_runs_final_eval(finished_run):  # noqa: F811
 
 def test_regression_checkpoint_and_export_give_mse_mae_r2(regression_run):  # noqa: F811
   workdir, result = regression_run
-  from_checkpoint = evaluate.evaluate_checkpoint(workdir, strategy=cpu())
-  from_export = evaluate.evaluate_export(workdir)
+  named = [REGRESSION["dataset"]]  # the plug-in its config.json names
+  from_checkpoint = evaluate.evaluate_checkpoint(workdir, strategy=cpu(), plugins_named=named)
+  from_export = evaluate.evaluate_export(workdir, plugins_named=named)
   for metric in ("loss", "mse", "mae", "r2"):
     assert from_checkpoint[metric] == pytest.approx(result[metric], rel=1e-6), metric
     assert from_export[metric] == pytest.approx(result[metric], rel=1e-5), metric
@@ -84,6 +106,52 @@ def test_an_unreadable_checkpoint_is_a_checkpoint_error(finished_run, tmp_path):
     f.truncate(10)
   with pytest.raises(CheckpointError, match=r"ckpt-16 is unreadable"):
     evaluate.evaluate_checkpoint(workdir, 16, strategy=cpu())
+
+
+CALLED = []
+
+
+def must_not_run(*args):
+  """A plug-in that records being imported and called."""
+  CALLED.append(args)
+  return {}
+
+
+def _run_naming(finished, workdir, **fields):
+  """A copy of the run's config.json (nothing else is read first) with `fields` changed."""
+  workdir.mkdir()
+  with open(os.path.join(finished, "config.json")) as f:
+    blob = json.load(f)
+  blob["config"].update(fields)
+  (workdir / "config.json").write_text(json.dumps(blob))
+  return str(workdir)
+
+
+@pytest.mark.parametrize("field", ["model", "dataset", "task"])
+def test_a_plugin_only_config_json_names_is_never_imported(finished_run, tmp_path,  # noqa: F811
+                                                           field):
+  """Issue 21, item 5: evaluate imported and called whatever config.json named."""
+  plugin = "tests.test_evaluate:must_not_run"
+  workdir = _run_naming(finished_run[0], tmp_path / "w", **{field: plugin})
+  with pytest.raises(ConfigError) as info:
+    evaluate.evaluate_checkpoint(workdir, strategy=cpu())
+  message = str(info.value)
+  assert message.startswith(f"{field}: {plugin!r} is code (a plug-in) that only "
+                            f"{workdir}/config.json names, so it is not imported"), message
+  assert "\n" not in message and CALLED == []
+  with pytest.raises(ConfigError, match=f"^{field}: "):
+    evaluate.evaluate_export(workdir)
+  for accepted in ([plugin], True):  # named, or all trusted: loaded as the run's config
+    assert evaluate.load_config(workdir, plugins_named=accepted)[field] == plugin
+  assert CALLED == []  # loading a config imports nothing
+
+
+def test_folders_tfds_versions_and_registered_names_are_no_code(finished_run,  # noqa: F811
+                                                                 tmp_path):
+  for i, dataset in enumerate(["folder:images", "mnist:3.0.1"]):
+    workdir = _run_naming(finished_run[0], tmp_path / str(i), dataset=dataset, model="mlp",
+                          task="classification")
+    assert evaluate.load_config(workdir).dataset == dataset
 
 
 def test_export_names_are_the_run_directorys_own():
@@ -136,6 +204,83 @@ def test_the_command_prints_a_summary_and_a_json_line(finished_run, tmp_path, ho
   assert not [line for line in r.stderr.splitlines() if console.HARMLESS.search(line)]
 
 
+@pytest.mark.slow
+def test_evaluations_beside_a_live_run_neither_disturb_it_nor_crash(data_dir, tmp_path):
+  """Issue 21, item 2: evaluate once deleted a live run's in-progress checkpoint (killing
+  the run) and crashed when the checkpoint it checked rotated away before its restore. Here
+  the run saves every 10 steps keeping one checkpoint, and five evaluations run while it
+  trains: the run ends with exit 0, every evaluation with 0 or one line (exit 2 or 5)."""
+  total, workdir = 3000, tmp_path / "w"
+  train = subprocess.Popen(
+      [sys.executable, "-m", "trainer.main", f"--workdir={workdir}", "--strategy=cpu",
+       f"--config.data_dir={data_dir}", "--config.model=mlp", f"--config.total_steps={total}",
+       "--config.checkpoint_every=10", "--config.max_checkpoints=1"],
+      cwd=REPO, env=main_env(), stdout=open(tmp_path / "train.log", "w"),  # noqa: SIM115
+      stderr=subprocess.STDOUT)
+  evals = []  # (the run still training when it began, its process)
+  try:
+    deadline = time.monotonic() + 300
+    while not (workdir / "checkpoints" / "checkpoint").exists():  # the first commit
+      assert train.poll() is None and time.monotonic() < deadline, (tmp_path / "train.log"
+                                                                     ).read_text()[-3000:]
+      time.sleep(0.2)
+    # Side by side, started 2 s apart: all of them while the run trains, whatever the load.
+    for i in range(5):
+      evals.append((train.poll() is None, subprocess.Popen(
+          [sys.executable, "-m", "trainer.evaluate", f"--workdir={workdir}", "--strategy=cpu"],
+          cwd=REPO, env=main_env(), stdout=open(tmp_path / f"eval{i}.out", "w"),  # noqa: SIM115
+          stderr=open(tmp_path / f"eval{i}.err", "w"))))  # noqa: SIM115
+      time.sleep(2)
+    for _, proc in evals:
+      proc.wait(timeout=600)
+    train.wait(timeout=600)
+  finally:
+    for proc in [train] + [p for _, p in evals]:
+      if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+  assert train.returncode == 0, (tmp_path / "train.log").read_text()[-3000:]
+  steps = []
+  for i, (running, proc) in enumerate(evals):
+    out, err = (tmp_path / f"eval{i}.out").read_text(), (tmp_path / f"eval{i}.err").read_text()
+    assert running, "the run ended before the evaluations began: raise total"
+    assert "Traceback" not in err, err[-3000:]
+    if proc.returncode == 0:
+      got = json.loads(out.strip().splitlines()[-1])
+      assert got["source"] == "checkpoint" and 10 <= got["step"] <= total, out
+      steps.append(got["step"])
+    else:
+      last = err.strip().splitlines()[-1]
+      assert proc.returncode in (2, 5) and last.startswith("error: "), (proc.returncode,
+                                                                         err[-3000:])
+  # The premise: they read checkpoints the run was rotating, not only its last one.
+  assert [s for s in steps if s < total], steps
+  assert sorted(os.listdir(workdir / "checkpoints")) == [
+      "checkpoint", f"ckpt-{total}.data-00000-of-00001", f"ckpt-{total}.index"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flag", ["--dataset=plug_regression:regression_data",
+                                  "--trust_plugins"])
+def test_a_plugin_the_user_names_is_imported(regression_run, tmp_path, flag):  # noqa: F811
+  import inspect  # pylint: disable=g-import-not-at-top
+  from tests import test_export  # pylint: disable=g-import-not-at-top
+  # The run's data as a module of the working directory (tests.test_export sets up devices).
+  (tmp_path / "plug_regression.py").write_text(
+      "import numpy as np\n\n" + inspect.getsource(test_export.regression_data))
+  workdir, result = str(tmp_path / "w"), regression_run[1]
+  shutil.copytree(regression_run[0], workdir)
+  with open(os.path.join(workdir, "config.json")) as f:
+    blob = json.load(f)
+  blob["config"]["dataset"] = "plug_regression:regression_data"
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    json.dump(blob, f)
+  r = run_evaluate(f"--workdir={workdir}", "--strategy=cpu", flag, cwd=str(tmp_path))
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert json.loads(r.stdout.strip().splitlines()[-1])["mse"] == pytest.approx(result["mse"],
+                                                                              rel=1e-5)
+
+
 def bad_cases(run_dir, tmp_path):
   """(flags, words the one error line must contain) for each user mistake."""
   empty = tmp_path / "empty"
@@ -148,7 +293,23 @@ def bad_cases(run_dir, tmp_path):
   garbage = tmp_path / "garbage"
   garbage.mkdir()
   (garbage / "config.json").write_text("{not json")
+  plugged = {}
+  for name, field, value in (("aborts", "dataset", "os:abort"), ("zen", "model", "this:s")):
+    plugged[name] = tmp_path / name  # issue 21, item 5: os.abort() ran; `this` was imported
+    shutil.copytree(run_dir, plugged[name])
+    with open(plugged[name] / "config.json") as f:
+      blob = json.load(f)
+    blob["config"][field] = value
+    (plugged[name] / "config.json").write_text(json.dumps(blob))
   return [
+      ([f"--workdir={plugged['aborts']}"],
+       f"dataset: 'os:abort' is code (a plug-in) that only {plugged['aborts']}/config.json "
+       f"names, so it is not imported: if you trust it, give --dataset=os:abort (or "
+       f"--trust_plugins)"),
+      ([f"--workdir={plugged['zen']}", "--export"], "model: 'this:s' is code (a plug-in)"),
+      ([f"--workdir={plugged['zen']}", "--model=that:s"],
+       f"model: --model=that:s but {plugged['zen']}/config.json records 'this:s'"),
+      ([f"--workdir={run_dir}", "--dataset=os:abort"], "dataset: --dataset=os:abort but "),
       ([], "workdir: give --workdir"),
       ([f"--workdir={tmp_path / 'nope'}"], "no such directory"),
       ([f"--workdir={a_file}"], "is a file"),
@@ -175,6 +336,7 @@ def test_user_mistakes_are_one_line_and_exit_2(finished_run, tmp_path):  # noqa:
     assert r.returncode == 2, (args, r.stderr)
     assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], (args,
                                                                                      r.stderr)
+    assert "Zen of Python" not in r.stdout
     assert r.stdout == "", (args, r.stdout)
   assert snapshot(str(tmp_path)) == before  # nothing written, nothing created
 

@@ -72,7 +72,7 @@ def regression_run(data_dir, tmp_path_factory):
 
 def eval_split(workdir):
   """The run's eval split as stored (uint8 images or float features) and its labels."""
-  config = evaluate.load_config(workdir)
+  config = evaluate.load_config(workdir, plugins_named=True)  # this test's own runs
   info = data.get_dataset_info(config.dataset, config.data_dir, config.image_size,
                                config.eval_fraction)
   return data.load_in_memory(info, "eval")
@@ -80,7 +80,7 @@ def eval_split(workdir):
 
 def trainer_outputs(workdir, checkpoint=None):
   """The trainer's own model, restored from the run's checkpoint, on the eval split."""
-  parts, _ = evaluate.restore(workdir, checkpoint, cpu())
+  parts, _ = evaluate.restore(workdir, checkpoint, cpu(), plugins_named=True)
   inputs, _ = eval_split(workdir)
   return parts.model(augment.to_float(tf.constant(inputs)), training=False).numpy()
 

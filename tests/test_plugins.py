@@ -4,6 +4,7 @@ trainer.task end to end, and bad plug-ins as one line."""
 
 import json
 import os
+import shutil
 import sys
 import textwrap
 
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO, cpu, default_config, run_main
+from tests.test_export import regression_run  # noqa: F401  (a session fixture)
 from trainer.base import plugins
 from trainer.run import summaries
 from trainer.run import train
@@ -23,6 +25,52 @@ def test_import_paths_are_told_apart_from_tfds_names():
   assert plugins.is_import_path("my.data:load") and plugins.is_import_path("mod:fn")
   for name in ("mnist", "mnist:3.0.1", "glue/cola", "folder:/x", "a:b:c", "mod:", ":fn"):
     assert not plugins.is_import_path(name), name
+
+
+def test_the_fields_that_name_code_and_the_check_of_a_record():
+  assert plugins.named_code({"model": "a.b:net", "dataset": "folder:imgs",
+                             "task": "classification"}) == {"model": "a.b:net"}
+  assert plugins.named_code({"model": "folder:x", "dataset": "mnist:3.0.1", "task": "t:T"}
+                            ) == {"model": "folder:x", "task": "t:T"}  # a folder: model is code
+  record = {"model": "mlp", "dataset": "my.data:load", "task": "classification"}
+  for accepted in (["my.data:load"], True):
+    plugins.check_named(record, "w/config.json", accepted)
+  with pytest.raises(ConfigError) as info:
+    plugins.check_named(record, "w/config.json", ["other:load"], how="give --{field}={value}")
+  assert str(info.value) == ("dataset: 'my.data:load' is code (a plug-in) that only "
+                             "w/config.json names, so it is not imported: if you trust it, "
+                             "give --dataset=my.data:load")
+
+
+@pytest.mark.slow
+def test_resuming_with_the_recorded_config_imports_only_the_plugins_named(
+    regression_run, tmp_path):  # noqa: F811
+  """Issue 21, item 5: without --config, trainer.main resumes with the workdir's config.json,
+  whose plug-ins are code nobody named on the command line."""
+  from tests.killer import tree  # pylint: disable=g-import-not-at-top
+  import inspect  # pylint: disable=g-import-not-at-top
+  from tests import test_export  # pylint: disable=g-import-not-at-top
+  # The run's data as a module of the working directory (tests.test_export sets up devices).
+  (tmp_path / "plug_regression.py").write_text(
+      "import numpy as np\n\n" + inspect.getsource(test_export.regression_data))
+  workdir, plugin = str(tmp_path / "w"), "plug_regression:regression_data"
+  shutil.copytree(regression_run[0], workdir)
+  with open(os.path.join(workdir, "config.json")) as f:
+    blob = json.load(f)
+  blob["config"]["dataset"] = plugin
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    json.dump(blob, f)
+  before = tree(workdir)
+  r = run_main(f"--workdir={workdir}", "--strategy=cpu", cwd=tmp_path)
+  assert r.returncode == 2, r.stderr[-3000:]
+  assert r.stderr.strip().splitlines()[-1] == (
+      f"error: dataset: {plugin!r} is code (a plug-in) that only {workdir}/config.json names, "
+      f"so it is not imported: if you trust it, give --config.dataset={plugin} (or "
+      f"--trust_plugins)")
+  assert tree(workdir) == before
+  for flag in (f"--config.dataset={plugin}", "--trust_plugins"):  # a finished run: its eval
+    r = run_main(f"--workdir={workdir}", "--strategy=cpu", flag, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]  # the plug-in was imported: the data loaded
 
 
 @pytest.fixture

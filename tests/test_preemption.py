@@ -17,7 +17,7 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import REPO, cpu, iterations, main_env, run_main
-from trainer.run import checkpoint_files, checkpoints
+from trainer.run import checkpoints
 from trainer.base import testpoints
 from trainer.base import preemption
 from trainer.base.errors import Interrupted, Preempted
@@ -131,7 +131,7 @@ def test_a_second_ctrl_c_during_a_save_commits_it_then_stops(tmp_path):
       testpoints.clear()
   directory = os.path.join(str(tmp_path), "checkpoints")
   assert tf.train.latest_checkpoint(directory) == os.path.join(directory, "ckpt-2")
-  assert checkpoint_files.unreadable(os.path.join(directory, "ckpt-2")) is None
+  assert checkpoints.unreadable(os.path.join(directory, "ckpt-2")) is None
 
 
 # The watchdog: a main thread that does not come back still ends, with the one line.

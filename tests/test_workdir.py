@@ -17,6 +17,7 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import REPO, checkpointed_run, cpu, main_env, run_main
+from tests.killer import tree
 from trainer.base import testpoints
 from trainer import main
 from trainer.run import train
@@ -58,6 +59,53 @@ def test_a_writable_workdir_passes_and_is_left_as_it_was(tmp_path, existing):
   assert workdir.exists() == existing  # check() creates nothing ...
   assert [p.name for p in tmp_path.rglob("*")
           if p.name.startswith(".trainer-write-probe")] == []  # ... and leaves no probe
+
+
+@pytest.mark.parametrize("names", [
+    ["curves.png", "export/model.keras"],  # issue 21, item 4: both were replaced silently
+    ["notes.txt"], [".DS_Store", ".lock"], ["train/events.out.tfevents.1.host"],
+    [f"f{i}" for i in range(7)],
+])
+def test_a_directory_that_holds_no_run_is_refused_as_it_is(tmp_path, names):
+  workdir = tmp_path / "mine"
+  for name in names:
+    (workdir / name).parent.mkdir(parents=True, exist_ok=True)
+    (workdir / name).write_text("mine")
+  before = tree(str(workdir))
+  with pytest.raises(ConfigError) as info:
+    workdir_lib.check_writable(str(workdir))
+  message = str(info.value)
+  shown = sorted({n.split("/")[0] for n in names} - {".lock"})
+  assert message.startswith(f"workdir: '{workdir}' is not empty and holds no run (no "
+                            f"config.json, no checkpoints/): {', '.join(shown[:5])}"), message
+  assert message.endswith("give an empty or new directory") and "\n" not in message
+  assert ("(7 entries)" in message) == (len(names) == 7)
+  assert tree(str(workdir)) == before
+
+
+@pytest.mark.parametrize("names", [
+    [], [".lock"], [".lock", "config.json.tmp"], [".trainer-write-probe-abc123"],
+    ["config.json"], ["checkpoints/"], ["config.json", "schedule.png", "train/", "notes.txt"],
+])
+def test_a_new_or_empty_directory_or_a_run_or_an_interrupted_start_passes(tmp_path, names):
+  workdir = tmp_path / "w"
+  workdir.mkdir()
+  for name in names:
+    if name.endswith("/"):
+      (workdir / name).mkdir()
+    else:
+      (workdir / name).write_text("x")
+  workdir_lib.check_writable(str(workdir))
+
+
+def test_a_remote_directory_that_holds_no_run_is_refused():
+  workdir = "ram://trainer_test_workdir_stranger/mine"
+  tf.io.gfile.makedirs(workdir + "/export")
+  with tf.io.gfile.GFile(workdir + "/curves.png", "w") as f:
+    f.write("mine")
+  with pytest.raises(ConfigError, match="is not empty and holds no run .*: curves.png, export;"):
+    workdir_lib.check_writable(workdir)
+  workdir_lib.check_writable("ram://trainer_test_workdir_stranger/new")
 
 
 def test_remote_workdirs_are_left_to_the_first_write():
@@ -172,6 +220,11 @@ def test_the_os_lock_dies_with_its_process(tmp_path):
     with pytest.raises(ConfigError, match=f"pid {proc.pid} on "):
       with lock_lib.Lock(workdir):
         pass
+    os.remove(os.path.join(workdir, ".lock"))  # issue 21: `rm .lock` let a second run in
+    with pytest.raises(ConfigError, match="is in use by another run: another process \\(its "
+                                          "lock file .* is missing"):
+      with lock_lib.Lock(workdir):
+        pass
   finally:
     proc.kill()  # SIGKILL: no chance to release anything
     proc.wait()
@@ -192,6 +245,71 @@ def test_a_waiter_that_locked_an_unlinked_lock_file_takes_the_new_one(tmp_path):
       assert os.path.exists(workdir / ".lock")
   finally:
     os.close(stale)
+
+
+def test_a_removed_lock_file_still_excludes_and_is_not_recreated_by_the_refused(tmp_path):
+  """Issue 21, item 3: the workdir directory itself is locked, which no `rm` walks around."""
+  workdir = tmp_path / "w"
+  with lock_lib.Lock(str(workdir)):
+    os.remove(workdir / ".lock")
+    with pytest.raises(ConfigError) as info:
+      with lock_lib.Lock(str(workdir)):
+        pass
+    assert str(info.value).startswith(f"workdir: {workdir} is in use by another run: ")
+    assert "\n" not in str(info.value)
+    assert os.listdir(workdir) == []  # the refused run wrote no lock file of its own
+  with lock_lib.Lock(str(workdir)) as lock:  # released with its holder
+    assert lock.holder["pid"] == os.getpid()
+
+
+@pytest.mark.parametrize("kind", ["symlink", "dangling symlink", "hard link", "directory"])
+def test_a_lock_file_that_is_a_link_is_refused_and_nothing_is_written_through_it(tmp_path,
+                                                                                 kind):
+  """Issue 21, item 3: the holder's record was written into whatever `.lock` pointed to."""
+  workdir, target = tmp_path / "w", tmp_path / "precious.txt"
+  workdir.mkdir()
+  target.write_text("mine\n")
+  lock_file = workdir / ".lock"
+  if kind == "symlink":
+    lock_file.symlink_to(target)
+  elif kind == "dangling symlink":
+    lock_file.symlink_to(tmp_path / "nothing-here")
+  elif kind == "hard link":
+    os.link(target, lock_file)
+  else:
+    lock_file.mkdir()
+  what = {"symlink": "a symbolic link", "dangling symlink": "a symbolic link",
+          "hard link": "a file with 1 other hard link(s)", "directory": "not a regular file"}
+  with pytest.raises(ConfigError) as info:
+    with lock_lib.Lock(str(workdir)):
+      pass
+  message = str(info.value)
+  assert message.startswith(f"workdir: {lock_file} is {what[kind]}"), message
+  assert "never through a link" in message and "\n" not in message
+  assert target.read_text() == "mine\n" and sorted(os.listdir(tmp_path)) == [
+      "precious.txt", "w"]  # nothing created beside it either
+  assert os.path.lexists(lock_file) and os.listdir(workdir) == [".lock"]
+  assert not (tmp_path / "nothing-here").exists()
+
+
+def test_where_directories_cannot_be_locked_the_lock_file_alone_excludes(tmp_path,
+                                                                        monkeypatch):
+  """NFS locks only files open for writing: flock on a directory fails there."""
+  real = fcntl.flock
+
+  def no_directory_locks(fd, op):
+    if os.path.isdir(f"/proc/self/fd/{fd}"):
+      raise OSError(errno.EBADF, "Bad file descriptor")
+    return real(fd, op)
+
+  monkeypatch.setattr(fcntl, "flock", no_directory_locks)
+  workdir = str(tmp_path / "w")
+  with lock_lib.Lock(workdir) as lock:
+    assert "token" not in lock.holder  # an OS lock, not a lease
+    with pytest.raises(ConfigError, match=f"pid {os.getpid()} on "):
+      with lock_lib.Lock(workdir):
+        pass
+  assert os.listdir(workdir) == []
 
 
 def test_without_os_locks_a_lease_is_used(tmp_path, monkeypatch):

@@ -12,6 +12,10 @@ gives the final eval numbers of the run. `--export` evaluates the SavedModel in
 outputs back, and the metrics computed by the task from those (for classification the
 accuracy, and the loss -log p[label] from the probabilities).
 
+A plug-in (`model`, `dataset` or `task` naming `package.module:function`) is code that only
+config.json names: it is imported only if you name it too, `--model=...`, `--dataset=...`,
+`--task=...` with the value config.json records, or `--trust_plugins` for all of them.
+
 Prints one summary line and one JSON line on stdout. Reads only: nothing in the workdir is
 written or deleted, and no lock is taken, so it may run while the run trains (a checkpoint
 that the run deletes meanwhile is replaced by the newest one then, or reported in one line).
@@ -24,13 +28,13 @@ import os
 
 from absl import app, flags
 
-from trainer.base import errors
+from trainer.base import errors, plugins
 from trainer.base.choices import STRATEGIES
 from trainer.base.errors import ConfigError
 from trainer.base.fs import is_remote
 from trainer.config import files as config_files
 from trainer.rundir import layout, record
-from trainer.run import cli, console
+from trainer.run import cli
 
 FLAGS = flags.FLAGS
 ATTEMPTS = 5  # a live run may delete the checkpoint being read: try the newest again
@@ -49,15 +53,26 @@ def _define_flags():
       (flags.DEFINE_string, "tpu", "", "With --strategy=tpu/auto: 'local', a name, or "
        "grpc://HOST:PORT."),
       (flags.DEFINE_integer, "cpu_devices", 0, "Split the host CPU into N logical devices."),
+      *((flags.DEFINE_string, field, "", f"Import the plug-in config.json names as its "
+         f"{field}: give the same package.module:function (the code you accept).")
+        for field in plugins.FIELDS),
+      (flags.DEFINE_bool, "trust_plugins", False, "Import every plug-in config.json names."),
   )
   for define, name, default, help_text in defs:
     if name not in FLAGS:
       define(name, default, help_text)
 
 
-def load_config(workdir, data_dir=""):
-  """The run's ConfigDict from workdir/config.json (fields it predates at their defaults)."""
+def load_config(workdir, data_dir="", plugins_named=()):
+  """The run's ConfigDict from workdir/config.json (fields it predates at their defaults).
+
+  Raises:
+    ConfigError: no run, or config.json names a plug-in (code) that is not in
+      `plugins_named` (the `package.module:function` values the caller accepts; True: all).
+  """
   config = config_files.from_record(record.read_run(workdir)["config"])
+  plugins.check_named(config, os.path.join(workdir, layout.CONFIG), plugins_named,
+                      how="pass plugins_named=[{value!r}]")
   if data_dir:
     config.data_dir = data_dir
   return config
@@ -68,7 +83,7 @@ def _spec(config, strategy):
   return config_lib.resolve(config, strategy)
 
 
-def restore(workdir, checkpoint=None, strategy=None, data_dir=""):
+def restore(workdir, checkpoint=None, strategy=None, data_dir="", plugins_named=()):
   """The run's parts rebuilt from workdir/config.json, checkpoint `checkpoint` restored.
   Reads only.
 
@@ -77,6 +92,7 @@ def restore(workdir, checkpoint=None, strategy=None, data_dir=""):
     checkpoint: a global step with a checkpoint; default: the latest readable one.
     strategy: default `trainer.distribute.strategy.get_strategy('auto')`.
     data_dir: the TFDS data_dir; default: the run's.
+    plugins_named: the plug-ins config.json names that may be imported (`load_config`).
 
   Returns:
     (`trainer.step.build.Parts`, the restored checkpoint's path). `trainer.run.export.write(
@@ -89,20 +105,24 @@ def restore(workdir, checkpoint=None, strategy=None, data_dir=""):
   # pylint: disable=g-import-not-at-top
   from trainer.distribute import strategy as strategy_lib
   from trainer.distribute.precision import global_policy
-  from trainer.run import checkpoints
+  from trainer.run import checkpoint_reader
   from trainer.step import build
-  config = load_config(workdir, data_dir)
+  config = load_config(workdir, data_dir, plugins_named)
   record.require_checkpoint(workdir, checkpoint)
   strategy = strategy or strategy_lib.get_strategy("auto")
   spec = _spec(config, strategy)
-  with global_policy(spec.policy):
-    parts = build.build(spec, strategy)
-  ckpt = checkpoints.Checkpointer(workdir, strategy, config.max_checkpoints,
-                                  **parts.trackables())
-  return parts, ckpt.restore_for_reading(checkpoint, attempts=ATTEMPTS)
+
+  def fresh_parts():  # for each attempt: a restore cut short leaves state in its objects
+    with global_policy(spec.policy):
+      parts = build.build(spec, strategy)
+    return parts, parts.trackables()
+
+  # A reader, not a Checkpointer: it creates, deletes and rewrites nothing in the workdir.
+  return checkpoint_reader.restore_for_reading(workdir, fresh_parts, checkpoint, ATTEMPTS)
 
 
-def evaluate_checkpoint(workdir, checkpoint=None, strategy=None, data_dir=""):
+def evaluate_checkpoint(workdir, checkpoint=None, strategy=None, data_dir="",
+                        plugins_named=()):
   """Evaluates checkpoints/ckpt-`checkpoint` (default: the latest readable one) with the
   trainer's own eval loop. Arguments and errors as for `restore`.
 
@@ -112,24 +132,25 @@ def evaluate_checkpoint(workdir, checkpoint=None, strategy=None, data_dir=""):
   # pylint: disable=g-import-not-at-top
   from trainer.distribute.precision import global_policy
   from trainer.step import build
-  parts, path = restore(workdir, checkpoint, strategy, data_dir)
-  # The tf.data options warning, as train_and_evaluate hides it for Python callers.
-  with global_policy(parts.policy), console.harmless_warnings_hidden():
+  parts, path = restore(workdir, checkpoint, strategy, data_dir, plugins_named)
+  with global_policy(parts.policy):
     metrics = build.make_runner(parts, train=False).evaluate()
   examples = parts.learner.eval_sums.totals()["count"]
   return {"source": "checkpoint", "path": path,
           "step": int(parts.optimizer.iterations.numpy()), "examples": int(examples), **metrics}
 
 
-def evaluate_export(workdir, data_dir=""):
-  """Evaluates export/serving through the eval data the run used.
+def evaluate_export(workdir, data_dir="", plugins_named=()):
+  """Evaluates export/serving through the eval data the run used (`plugins_named`: as for
+  `load_config`).
 
   Returns:
     {'source': 'export', 'path', 'step', 'examples', **the task's eval metrics}.
 
   Raises:
-    ConfigError: no run, no export, an export without serving/, or a task that cannot turn
-      its serving outputs back into outputs (`Task.outputs_from_serving`).
+    ConfigError: no run, a plug-in not named, no export, an export without serving/, or a
+      task that cannot turn its serving outputs back into outputs
+      (`Task.outputs_from_serving`).
   """
   # pylint: disable=g-import-not-at-top
   import tensorflow as tf
@@ -137,7 +158,7 @@ def evaluate_export(workdir, data_dir=""):
   from trainer import task as task_lib
   from trainer.run import export as export_lib
   from trainer.step import learner as learner_lib
-  config = load_config(workdir, data_dir)
+  config = load_config(workdir, data_dir, plugins_named)
   record.require_export(workdir)
   manifest = export_lib.read_manifest(workdir)
   directory = export_lib.export_dir(workdir)
@@ -186,28 +207,49 @@ def summary_line(result):
           f"{result['examples']} examples)")
 
 
+def _check_record(workdir):
+  """The run's config.json read, and the plug-ins it names checked against what the command
+  line names (--model, --dataset, --task, or --trust_plugins); returns those."""
+  if FLAGS.trust_plugins:
+    record.read_run(workdir)
+    return True
+  recorded, path = record.read_run(workdir)["config"], os.path.join(workdir, layout.CONFIG)
+  named = {field: FLAGS[field].value for field in plugins.FIELDS if FLAGS[field].value}
+  for field, value in named.items():  # they choose nothing: another value is a mistake
+    if recorded.get(field) != value:
+      raise ConfigError(f"{field}: --{field}={value} but {path} records "
+                        f"{recorded.get(field)!r}; --{field} only names the run's plug-in, to "
+                        f"import it")
+  named = set(named.values())
+  plugins.check_named(recorded, path, named, how="give --{field}={value} (or --trust_plugins)")
+  return named
+
+
 def main(argv):
   cli.no_arguments(argv)
   verbose = FLAGS.verbosity >= 1
   cli.quiet(verbose)
   if FLAGS.export and FLAGS.checkpoint is not None:
     raise ConfigError("checkpoint: give --checkpoint=N or --export, not both")
-  if not is_remote(FLAGS.workdir):  # user mistakes before TensorFlow loads (remote: below)
-    record.read_run(FLAGS.workdir)
+  remote = is_remote(FLAGS.workdir)
+  if not remote:  # user mistakes before TensorFlow loads (remote: once it has)
+    named = _check_record(FLAGS.workdir)
     if FLAGS.export:
       record.require_export(FLAGS.workdir)
     else:
       record.require_checkpoint(FLAGS.workdir, FLAGS.checkpoint)
   strategy = None
-  if FLAGS.export:  # no strategy: TF loads here, its start-up lines filtered as cli.strategy does
-    with console.startup_lines_hidden(verbose):
-      import tensorflow  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+  if FLAGS.export:
+    cli.load_tensorflow(verbose)
   else:
     strategy = cli.strategy(FLAGS.strategy, FLAGS.tpu, FLAGS.cpu_devices, verbose)
+  if remote:
+    named = _check_record(FLAGS.workdir)
   if FLAGS.export:
-    result = evaluate_export(FLAGS.workdir, FLAGS.data_dir)
+    result = evaluate_export(FLAGS.workdir, FLAGS.data_dir, named)
   else:
-    result = evaluate_checkpoint(FLAGS.workdir, FLAGS.checkpoint, strategy, FLAGS.data_dir)
+    result = evaluate_checkpoint(FLAGS.workdir, FLAGS.checkpoint, strategy, FLAGS.data_dir,
+                                 named)
   print(summary_line(result))
   print(json.dumps(result, sort_keys=True))
 

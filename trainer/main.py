@@ -9,7 +9,10 @@ r"""Train and evaluate: flags -> config -> strategy -> train_and_evaluate(config
 --config is a configs/*.py file (its get_config()) or a JSON file: a run's config.json or an
 object of fields. Without --config, a workdir that holds a run resumes with the config that
 run recorded; a new one trains configs/default.py. --config.FIELD=VALUE overrides any field
-on top (what you give last wins: README, "What you give last wins").
+on top (what you give last wins: README, "What you give last wins"). A plug-in (model,
+dataset or task naming package.module:function) that only the recorded config names is
+code: it is imported only if you name it, --config.model=... (the same value), or pass
+--trust_plugins.
 
 Exit status: 0 done (or already done), 2 bad flags or config (one line on stderr, workdir
 untouched), 3 the loss became NaN/inf (the last checkpoint is the last good one), 4 preempted
@@ -26,7 +29,7 @@ import time
 
 from absl import app, flags, logging
 
-from trainer.base import errors, preemption
+from trainer.base import errors, plugins, preemption
 from trainer.base.choices import STRATEGIES
 from trainer.base.errors import ConfigError
 from trainer.run import cli, console
@@ -44,6 +47,10 @@ flags.DEFINE_bool("allow_config_change", False, "Resume a workdir even though th
                   "differs from its config.json in fields that change the run.")
 flags.DEFINE_bool("force_unlock", False, "Take over a gs:// workdir's lease that another run "
                   "holds and has refreshed recently (that run is known to be dead).")
+flags.DEFINE_bool("trust_plugins", False, "Without --config, resuming a workdir with the "
+                  "config it recorded: import the plug-ins (model, dataset, task naming "
+                  "package.module:function) that record names. Else name each with "
+                  "--config.FIELD=VALUE.")
 
 # Logical CPU devices emulate replicas on a CPU-only machine (tests, laptops), not for speed:
 # every step's graph holds a copy of the model per replica. Measured on 2 cores (MLP, 2 steps
@@ -76,6 +83,10 @@ def main(argv):
     logging.info("%s", CONFIG.note)
   from trainer import config as config_lib  # pylint: disable=g-import-not-at-top
   config = CONFIG.settled()
+  if CONFIG.record and not FLAGS.trust_plugins:  # before anything imports a plug-in
+    given = CONFIG.given()
+    plugins.check_named(config, CONFIG.path, {given[f] for f in plugins.FIELDS if f in given},
+                        how="give --config.{field}={value} (or --trust_plugins)")
   strategy = cli.strategy(FLAGS.strategy, FLAGS.tpu, FLAGS.cpu_devices, verbose)
   from trainer.distribute import strategy as strategy_lib  # pylint: disable=g-import-not-at-top
   from trainer.run import train  # pylint: disable=g-import-not-at-top

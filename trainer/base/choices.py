@@ -10,3 +10,4 @@ PRECISIONS = ("auto", "float32", "bfloat16", "mixed_float16")
 INPUT_MODES = ("auto", "tf.data", "device")
 NONFINITE = ("skip", "stop")
 EXPORT_WEIGHTS = ("final", "best")
+FOLDER_PREFIX = "folder:"  # dataset = "folder:PATH": a directory of images, not code

@@ -7,12 +7,21 @@ colon and a function name. Models, datasets and tasks all use it; TFDS names wit
 The module is imported as Python would from the working directory (`python -m trainer.main`
 puts it first on sys.path) or from an installed package. Every failure is one ConfigError
 line naming the config field.
+
+A run's record (`workdir/config.json`) is data anyone may have edited or handed over with a
+copied run, yet its `model`, `dataset` and `task` can name code. Like Keras' `safe_mode`, a
+plug-in that only a record names is not imported unless the user names it too, or trusts the
+record's plug-ins (`check_named`): `trainer.evaluate`, and `trainer.main` resuming a workdir
+with the config it recorded, apply it.
 """
 
 import importlib
 import re
 
+from trainer.base.choices import FOLDER_PREFIX
 from trainer.base.errors import ConfigError, first_line
+
+FIELDS = ("model", "dataset", "task")  # the config fields that may name code
 
 _PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
@@ -37,3 +46,33 @@ def load_function(field, path):
   if not callable(fn):
     raise ConfigError(f"{field}: {module_name!r} has no function {attr!r} (for {path!r})")
   return fn
+
+
+def named_code(config):
+  """{field: value} of the fields of `config` (a mapping) that name code to import (a
+  dataset `folder:PATH` is a directory, not code)."""
+  out = {}
+  for field in FIELDS:
+    value = config[field] if field in config else None
+    if is_import_path(value) and not (field == "dataset" and value.startswith(FOLDER_PREFIX)):
+      out[field] = value
+  return out
+
+
+def check_named(config, source, accepted=(), how="give it on the command line"):
+  """Raises ConfigError naming the first plug-in `config` names that is not `accepted`.
+
+  Args:
+    config: a mapping with the fields `FIELDS`, read from the record `source`.
+    source: where the config came from (e.g. a workdir's config.json), for the message.
+    accepted: the plug-ins (`package.module:function` values) the user named, or True to
+      accept whatever the record names.
+    how: how to name one, with `{field}` and `{value}` (e.g. '--{field}={value}').
+  """
+  if accepted is True:
+    return
+  for field, value in named_code(config).items():
+    if value not in accepted:
+      raise ConfigError(
+          f"{field}: {value!r} is code (a plug-in) that only {source} names, so it is not "
+          f"imported: if you trust it, {how.format(field=field, value=value)}")

@@ -40,11 +40,12 @@ import numpy as np
 import tensorflow as tf
 
 from trainer.base import validate
+from trainer.base.choices import FOLDER_PREFIX
 from trainer.data import augment
 from trainer.data import info as info_lib
 from trainer.base.errors import ConfigError, reason
 
-PREFIX = "folder:"
+PREFIX = FOLDER_PREFIX
 DEFAULT_SIZE = 64  # image_size 0
 MAX_SIZE = 1024  # a larger side is a mistake for a dataset held in memory
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")

@@ -4,17 +4,11 @@ Every worker takes part in a save (the variables are distributed), but only the 
 to `workdir/checkpoints`; other workers write to a scratch directory that is deleted after
 each save, as TF's multi-worker saving requires.
 
-What a reader sees. TF writes a checkpoint's data and index first and then, atomically, the
-`checkpoint` state file that lists it, so a process killed at any point leaves the listed
-checkpoints complete; the state file is the commit point. Files can still go bad later (a
-disk error, a power cut before the page cache reached the disk, a partial copy), so
-`restore_latest` reads every tensor of a candidate (each one is checksummed) before restoring
-it, and falls back to the previous one with a warning naming the bad one. Files newer than
-the last committed checkpoint are an interrupted save and are ignored (the next save of that
-step overwrites them); without a state file every `ckpt-N` is a candidate. A save
-that fails (disk full, permissions) removes its partial files and raises `CheckpointError`
-naming the checkpoint that is still the latest (the one this process restored or last
-saved: the state file may be what failed) and advice that fits the error.
+Reading checkpoints back (which one is the newest readable, verified before its restore) is
+`trainer.run.checkpoint_reader`'s, which changes nothing in the workdir. A save that fails
+(disk full, permissions) removes its partial files and raises `CheckpointError` naming the
+checkpoint that is still the latest (the one this process restored or last saved: the state
+file may be what failed) and advice that fits the error.
 
 Housekeeping at restore (the chief, with the workdir locked): what interrupted writes left
 (`checkpoints/checkpoint.tmp<hex>`, `ckpt-N_temp`, `config.json.tmp`, ...) is deleted, and
@@ -33,15 +27,17 @@ import tensorflow as tf
 from absl import logging
 
 from trainer.base import preemption, testpoints
-from trainer.base.errors import CheckpointError, ConfigError, first_line
+from trainer.base.errors import CheckpointError, first_line
 from trainer.distribute import strategy as strategy_lib
 from trainer.rundir import files as workdir_lib
-from trainer.run import checkpoint_files, retention
 from trainer.rundir import layout
+from trainer.run import checkpoint_reader, retention
+from trainer.run.checkpoint_reader import unreadable  # noqa: F401  (its old home)
 
 
-class Checkpointer:
-  """A `tf.train.CheckpointManager` numbered by global step.
+class Checkpointer(checkpoint_reader.Reader):
+  """A `tf.train.CheckpointManager` numbered by global step, for the run that owns the
+  workdir (a reader beside it uses `checkpoint_reader.Reader`).
 
   Args:
     workdir: the run's directory (local or gs://).
@@ -55,17 +51,13 @@ class Checkpointer:
 
   def __init__(self, workdir, strategy, max_to_keep, keep_every=0, best_steps=None,
                **trackables):
-    self.workdir = workdir
-    self.directory = layout.checkpoint_dir(workdir)
+    super().__init__(workdir, **trackables)
     self._strategy = strategy
     self._chief = strategy_lib.is_chief(strategy)
     self._max_to_keep = max_to_keep
     self._keep_every = keep_every
     self._best_steps = best_steps or (lambda: ())
-    self._trackables = trackables
-    self.checkpoint = tf.train.Checkpoint(**trackables)
     self._manager = self._make_manager()
-    self.latest = None  # the checkpoint restored or last saved by this process
 
   def _make_manager(self):
     # Nothing deleted by TF: trainer.run.retention decides (latest, best, every N-th).
@@ -85,119 +77,18 @@ class Checkpointer:
     with testpoints.point("restore"):
       if self._chief:
         workdir_lib.remove_stale_temporaries(self.workdir)
-      path = self._restore_latest()
+      path = self.restore_newest()
       self.latest = path
       if self._chief and path is not None:
         self._list_unlisted(path)
       return path
 
-  def restore_for_reading(self, step=None, attempts=5):
-    """Restores checkpoint `step` (None: the newest readable one) without changing anything
-    in the workdir, for a reader beside a live run (`trainer.evaluate`). The run may delete
-    the checkpoint being read (max_checkpoints): then the newest one is tried again, up to
-    `attempts` times; a given `step` that disappears is one line.
-
-    Returns:
-      The restored checkpoint's path.
-
-    Raises:
-      ConfigError: no checkpoint yet, or checkpoint `step` was deleted while being read.
-      CheckpointError: the checkpoint is unreadable (none of them is, without `step`).
-    """
-    error = None
-    for attempt in range(attempts):
-      path = None if step is None else layout.checkpoint_path(self.workdir, step)
-      try:
-        if path is None:
-          path = self._restore_latest()
-          if path is None:
-            raise ConfigError(f"workdir: no checkpoint in {self.directory} yet; train first")
-        else:
-          problem = checkpoint_files.unreadable(path)
-          if problem is not None and checkpoint_files.present(path):
-            raise CheckpointError(f"checkpoint: {path} is unreadable ({problem})")
-          self._restore(path)  # NotFoundError if it was deleted
-        self.latest = path
-        return path
-      except tf.errors.NotFoundError as e:
-        if step is not None:
-          raise ConfigError(f"checkpoint: {path} was deleted while it was being read (the run "
-                            f"keeps only its latest max_checkpoints); evaluate a newer one"
-                            ) from None
-        error = e
-      except CheckpointError as e:  # every candidate unreadable: deleted under us, or bad
-        if step is not None or not layout.checkpoint_steps(self.workdir):
-          raise
-        error = e
-      logging.info("A checkpoint being read was deleted (%s); reading the newest again.",
-                   first_line(error))
-      time.sleep(0.2 * (attempt + 1))
-    if isinstance(error, CheckpointError):
-      raise error
-    raise CheckpointError(f"workdir: the checkpoints in {self.directory} kept being deleted "
-                          f"while being read ({attempts} attempts); try again")
-
-  def restore_step(self, step):
-    """Restores checkpoint `step` (verified first), changing nothing on disk.
-
-    Raises:
-      CheckpointError: it is unreadable.
-    """
-    path = layout.checkpoint_path(self.workdir, step)
-    problem = checkpoint_files.unreadable(path)
-    if problem is not None:
-      raise CheckpointError(f"checkpoint: {path} is unreadable ({problem})")
-    self._restore(path)
-    return path
-
-  def _restore_latest(self):
-    candidates, committed = self._candidates()
-    problems = []
-    for number, path in candidates:
-      if committed is not None and number > committed:
-        logging.warning("Ignoring %s: written after the last committed checkpoint (a save "
-                        "that was interrupted); the next save of that step replaces it.", path)
-        continue
-      problem = checkpoint_files.unreadable(path)
-      if problem is None:
-        self._restore(path)
-        if problems:
-          logging.warning("Resuming from %s, the newest readable checkpoint.", path)
-        logging.info("Restored %s", path)
-        return path
-      problems.append(f"{os.path.basename(path)}: {problem}")
-      logging.warning("Checkpoint %s is unreadable (%s); trying the previous one.", path,
-                      problem)
-    if committed is not None or problems:
-      raise CheckpointError(
-          f"workdir: no readable checkpoint in {self.directory} "
-          f"({'; '.join(problems) or 'the state file lists ckpt-' + str(committed)}); "
-          f"move that directory away to start again from step 0")
-    return None
-
-  def _restore(self, path):
-    """Restores `path`; a checkpoint of another model or optimizer is a ConfigError. One
-    written before the run's state existed restores without it (the state starts fresh)."""
-    checkpoint = self.checkpoint
-    if "run_state" in self._trackables and not any(
-        name.startswith("run_state/") for name, _ in tf.train.list_variables(path)):
-      checkpoint = tf.train.Checkpoint(
-          **{k: v for k, v in self._trackables.items() if k != "run_state"})
-    try:
-      checkpoint.restore(path).assert_existing_objects_matched()
-    except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as e:
-      raise ConfigError(
-          f"model: the checkpoint {path} does not fit the model and optimizer this config "
-          f"builds ({first_line(e, 160)}); it was written under another model, dataset "
-          f"shape, optimizer or precision, which --allow_config_change cannot change: resume "
-          f"with the config it was written with, or give a new workdir") from None
-
   def _list_unlisted(self, restored):
     """Lists in the state file every checkpoint up to `restored` it does not list (a lost or
     garbage state file, an interrupted sweep), so max_checkpoints deletes them in turn."""
-    state = checkpoint_files.state(self.directory)
-    listed = {layout.checkpoint_number(p) for p in ([*state.all_model_checkpoint_paths,
-                                    state.model_checkpoint_path] if state else [])} - {None}
+    state = checkpoint_reader.state(self.directory)
+    listed = {layout.checkpoint_number(p)
+              for p in checkpoint_reader.listed_paths(self.directory, state)} - {None}
     upto = layout.checkpoint_number(restored)
     present = set(layout.checkpoint_steps(self.workdir))
     unlisted = {n for n in present if n <= upto} - listed
@@ -219,22 +110,6 @@ class Checkpointer:
         last_preserved_timestamp=now - len(numbers) - 1)
     self._manager = self._make_manager()
 
-  def _candidates(self):
-    """[(number, path)] newest first, and the number the state file commits (or None).
-
-    Both what the state file lists (so a listed checkpoint whose files are gone is reported)
-    and every `ckpt-N.index` present (so a lost state file loses nothing).
-    """
-    found = [layout.checkpoint_path(self.workdir, n)
-             for n in layout.checkpoint_steps(self.workdir)]
-    state = checkpoint_files.state(self.directory)  # None if missing or unparsable
-    listed = [os.path.join(self.directory, os.path.basename(p)) for p in (
-        [*state.all_model_checkpoint_paths, state.model_checkpoint_path] if state else [])]
-    numbers = {layout.checkpoint_number(p): p for p in listed + found}
-    numbers.pop(None, None)
-    committed = layout.checkpoint_number(state.model_checkpoint_path) if state else None
-    return sorted(numbers.items(), reverse=True), committed
-
   def save(self, step):
     """Writes a checkpoint numbered `step` (global steps); returns its path on the chief.
 
@@ -246,7 +121,7 @@ class Checkpointer:
       with preemption.critical(), testpoints.point("save"):  # a stop at once waits for the commit
         path = self._manager.save(checkpoint_number=step)
     except (tf.errors.OpError, OSError) as e:
-      raise checkpoint_files.write_failed(self._manager.directory, step, e, self.latest) from e
+      raise self._write_failed(step, e) from e
     if not self._chief:
       tf.io.gfile.rmtree(self._manager.directory)
       return None
@@ -255,3 +130,42 @@ class Checkpointer:
       if retention.prune(self.workdir, self._max_to_keep, self._best_steps(), self._keep_every):
         self._manager = self._make_manager()  # TF's manager re-reads what is listed
     return path
+
+  def _write_failed(self, step, error):
+    directory = self._manager.directory
+    prefix = os.path.join(directory, f"ckpt-{step}")
+    try:
+      committed = tf.train.latest_checkpoint(directory)
+    except (tf.errors.OpError, ValueError):
+      committed = None
+    # The state file is what may have failed: the latest is what this process restored or
+    # saved, unless the failed save got as far as its commit.
+    latest = prefix if committed == prefix else self.latest
+    if latest != prefix:  # not committed: nothing may point at these files
+      for pattern in (prefix + ".index", prefix + ".data-*", prefix + "_temp*"):
+        for name in tf.io.gfile.glob(pattern):
+          try:
+            if tf.io.gfile.isdir(name):
+              tf.io.gfile.rmtree(name)
+            else:
+              tf.io.gfile.remove(name)
+          except (tf.errors.OpError, OSError):
+            pass  # best effort: an uncommitted leftover is ignored on restore anyway
+    return CheckpointError(
+        f"workdir: cannot write checkpoint {prefix} ({first_line(error)}); "
+        f"the latest checkpoint is still {latest or 'none (no checkpoint yet)'}: "
+        f"{_advice(error, directory)}, then run the same command again to resume")
+
+
+def _advice(error, directory):
+  """What to do about a failed write, by what the error says."""
+  text = f"{type(error).__name__} {error}".lower()
+  if any(k in text for k in ("no space", "resourceexhausted", "file too large", "quota",
+                             "enospc", "efbig")):
+    return "free space"
+  if any(k in text for k in ("permission", "read-only", "eacces", "erofs")):
+    return f"fix the permissions of {directory}"
+  if any(k in text for k in ("not a directory", "is a directory", "failedprecondition")):
+    return (f"fix {directory} (something there is a file where a directory belongs, or the "
+            f"other way round)")
+  return "free space or fix permissions"

@@ -70,6 +70,14 @@ def strategy(name, tpu="", cpu_devices=0, verbose=False):
   return chosen
 
 
+def load_tensorflow(verbose=False):
+  """TensorFlow imported and its runtime started while its start-up lines are filtered, for a
+  command that sets up no strategy (`trainer.evaluate --export`)."""
+  with console.startup_lines_hidden(verbose):
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    tf.config.list_logical_devices()  # the runtime starts here, and says so on stderr
+
+
 class ConfigFlag:
   """`--config=FILE` (a configs/*.py file or a JSON record) and `--config.FIELD=VALUE` on top,
   as trainer.main and trainer.lr_find take them: every mistake one line and exit status 2.
@@ -83,6 +91,7 @@ class ConfigFlag:
     self.records = records
     self.path = ""  # where the base config came from
     self.note = ""  # a line to log about it
+    self.record = False  # it came from a workdir's config.json (picked up without --config)
 
   def _base(self, argv):
     path = _value(argv, "config")
@@ -97,6 +106,7 @@ class ConfigFlag:
       if saved is not None:
         source = os.path.join(workdir, layout.CONFIG)
         self.note = f"no --config: resuming with the config {source} records"
+        self.record = True
         return config_files.from_record(saved["config"]), source
     path = config_files.default_file()
     return config_files.load_file(path), path
@@ -120,12 +130,15 @@ class ConfigFlag:
       errors.exit_with(ConfigError(f"config: {errors.first_line(e, 200)}"))
     return parse(rest, usage)
 
+  def given(self):
+    """{field: value} of the --config.FIELD overrides given."""
+    return config_flags.get_override_values(FLAGS["config"])
+
   def settled(self):
     """The config given: what the user gave last wins (a --config.FIELD of a duration group
     replaces the file's choice for that group: `trainer.config.settle`)."""
     from trainer import config as config_lib  # pylint: disable=g-import-not-at-top
-    return config_lib.settle(FLAGS.config, config_flags.get_override_values(FLAGS["config"]),
-                             source=self.path)
+    return config_lib.settle(FLAGS.config, self.given(), source=self.path)
 
 
 def config_usage(doc, module_name):

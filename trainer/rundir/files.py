@@ -14,12 +14,13 @@ import tensorflow as tf
 
 from trainer.base import preemption, testpoints
 from trainer.base.errors import ConfigError
-from trainer.base.fs import is_remote
+from trainer.base.fs import Files, is_remote
 from trainer.rundir import layout
 
 
 def check_writable(workdir):
-  """Raises ConfigError unless `workdir` is (or can be made) a writable directory.
+  """Raises ConfigError unless `workdir` is (or can be made) a writable directory that is new,
+  empty or a run's (`_check_is_a_run`).
 
   Reads only, except for a probe file created and deleted in the workdir (or in the nearest
   existing directory above it) on local disks, where `os.access` can say yes to a directory
@@ -27,11 +28,13 @@ def check_writable(workdir):
   the first write: only TF's filesystems can tell.
   """
   if is_remote(workdir):
+    _check_is_a_run(workdir)
     return
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise ConfigError(f"workdir: {workdir!r} is a file; give a directory")
   if os.path.isdir(workdir):
     _check_layout(workdir)
+    _check_is_a_run(workdir)
   where = os.path.abspath(workdir)
   while not os.path.exists(where):
     where = os.path.dirname(where)
@@ -41,12 +44,28 @@ def check_writable(workdir):
   if not os.access(where, os.W_OK | os.X_OK):
     raise ConfigError(f"workdir: {workdir!r} is not writable (no write access to {where!r})")
   try:
-    fd, probe = tempfile.mkstemp(prefix=".trainer-write-probe-", dir=where)
+    fd, probe = tempfile.mkstemp(prefix=layout.WRITE_PROBE, dir=where)
     os.close(fd)
     os.remove(probe)
   except OSError as e:
     raise ConfigError(f"workdir: {workdir!r} is not writable ({e.strerror} in {where!r}); "
                       f"give a directory you can write to") from None
+
+
+def _check_is_a_run(workdir):
+  """A workdir that holds something must hold a run (config.json or checkpoints/), or only
+  what an interrupted start leaves: a run writes curves.png, export/, ... over whatever has
+  those names, so someone's own directory is refused rather than scribbled into."""
+  try:
+    names = Files(workdir).listdir(workdir)
+  except (tf.errors.OpError, OSError):
+    return  # unlistable (a remote path out of reach): the first write will say
+  others = layout.strangers(names)
+  if others:
+    shown = ", ".join(others[:5]) + (f", ... ({len(others)} entries)" if len(others) > 5 else "")
+    raise ConfigError(f"workdir: {workdir!r} is not empty and holds no run (no "
+                      f"{layout.CONFIG}, no {layout.CHECKPOINTS}/): {shown}; the run would "
+                      f"write over such files: give an empty or new directory")
 
 
 def _check_layout(workdir):

@@ -11,6 +11,7 @@
 TensorFlow-free, so the command line can read a run before TensorFlow loads.
 """
 
+import fnmatch
 import os
 import re
 
@@ -44,6 +45,12 @@ TEMPORARIES = (CONFIG + ".tmp*", SCHEDULE_PNG + ".tmp*", CURVES_PNG + ".tmp*", L
                os.path.join(TRAIN, ".*.tmp*"), os.path.join(EVAL, ".*.tmp*"),
                EXPORT_TMP + "*", EXPORT_OLD + "*")
 
+# What a start interrupted before it wrote config.json can leave (its lock or lease, the
+# writability probe, a half-written config.json): a workdir holding only these is still the
+# run's to start in. Any other entry, without config.json or checkpoints/, is someone else's.
+WRITE_PROBE = ".trainer-write-probe-"  # + a random suffix
+STARTUP_LEFTOVERS = (LOCK, LOCK + ".tmp*", WRITE_PROBE + "*", CONFIG + ".tmp*")
+
 _CHECKPOINT = re.compile(r"^ckpt-(\d+)$")
 _INDEX = re.compile(r"^ckpt-(\d+)\.index$")
 
@@ -75,3 +82,13 @@ def has_checkpoints(workdir):
   fs = Files(workdir)
   return (fs.exists(os.path.join(checkpoint_dir(workdir), STATE_FILE))
           or bool(checkpoint_steps(workdir)))
+
+
+def strangers(names):
+  """Of a workdir's entries `names`, those that make it no run's: none if config.json or
+  checkpoints/ is among them (a run: the resume check reads it), else every entry that is
+  not a leftover of an interrupted start."""
+  if CONFIG in names or CHECKPOINTS in names:
+    return []
+  return sorted(n for n in names
+                if not any(fnmatch.fnmatchcase(n, p) for p in STARTUP_LEFTOVERS))

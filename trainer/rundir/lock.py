@@ -5,8 +5,10 @@ while the old process still runs, two sweep jobs) would leave one run's config.j
 other's checkpoints and two curves interleaved in TensorBoard, so the chief takes an exclusive
 lock before it reads or writes anything of the workdir:
 
-- local paths: an OS lock (`fcntl.flock`) on `workdir/.lock`, which the kernel releases when
-  the process ends however it ends (SIGKILL, OOM killer), so it can never be stale;
+- local paths: OS locks (`fcntl.flock`) on the workdir directory and on `workdir/.lock`,
+  which the kernel releases when the process ends however it ends (SIGKILL, OOM killer), so
+  they can never be stale; removing `.lock` does not walk around them, and a `.lock` that is
+  a link is refused, never followed (`trainer.rundir.oslock`);
 - gs:// and other remote paths (and local filesystems without flock, e.g. some FUSE mounts):
   a lease, the object `workdir/.lock` holding the holder's host, pid and start time, refreshed
   every `LEASE_REFRESH_SECONDS` by a daemon thread and stale after `LEASE_TIMEOUT_SECONDS`
@@ -18,18 +20,16 @@ runs only the chief locks (the other workers write nothing there).
 
 """
 
-import fcntl
-import json
 import os
 import shutil
 
-from absl import logging
 import tensorflow as tf
 
 from trainer.base.errors import CheckpointError, ConfigError, user_error
 from trainer.base.fs import is_remote as _remote
 from trainer.rundir import layout
 from trainer.rundir import lease as lease_lib
+from trainer.rundir import oslock
 
 
 class Lock:
@@ -54,19 +54,18 @@ class Lock:
     self.workdir = workdir
     self._chief = chief
     self._force = force_unlock
-    self._fd = None
+    self._os_lock = None
     self._lease = None
     self._created = []  # directories this process created, deepest first
-    self._record = None
-    self._previous = None  # the lock file's bytes before (None: it did not exist)
 
   def __enter__(self):
     if not self._chief:
       return self
     self._create_dirs()
     try:
-      if _remote(self.workdir) or not self._flock():
-        self._lease = lease_lib.Lease(os.path.join(self.workdir, layout.LOCK), self._force).acquire()
+      if _remote(self.workdir) or not self._take_os_lock():
+        self._lease = lease_lib.Lease(os.path.join(self.workdir, layout.LOCK),
+                                      self._force).acquire()
     except BaseException:
       self._remove_created(held=False)
       raise
@@ -84,8 +83,9 @@ class Lock:
     if self._lease is not None:
       self._lease.release()
       self._lease = None
-    if self._fd is not None:
-      self._release_flock(restore=mistake)
+    if self._os_lock is not None:
+      self._os_lock.release(restore=mistake)
+      self._os_lock = None
 
   def check(self):
     """Raises CheckpointError (exit 5) if this run no longer owns its workdir: its gs:// lease
@@ -105,9 +105,15 @@ class Lock:
     """This process's holder record (host, pid, start time), or None if it holds nothing."""
     if self._lease is not None:
       return self._lease.record
-    return self._record if self._fd is not None else None
+    return self._os_lock.record if self._os_lock is not None else None
 
-  # Local: an OS lock.
+  def _take_os_lock(self):
+    """Takes the OS locks of a local workdir; False if its filesystem has none."""
+    os_lock = oslock.OsLock(self.workdir, self._create_dirs, self._force)
+    if not os_lock.acquire():
+      return False
+    self._os_lock = os_lock
+    return True
 
   def _create_dirs(self):
     if _remote(self.workdir):
@@ -126,69 +132,6 @@ class Lock:
         self._created.insert(0, directory)
       except FileExistsError:
         pass  # another process made it first: it is not ours to remove
-
-  def _flock(self):
-    """Takes the OS lock; False if this filesystem has none (then a lease is used)."""
-    path = os.path.join(self.workdir, layout.LOCK)
-    for _ in range(20):
-      try:
-        fd, existed = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644), False
-      except FileExistsError:
-        try:
-          fd, existed = os.open(path, os.O_RDWR), True
-        except FileNotFoundError:  # unlinked by a holder releasing it: try again
-          continue
-      except FileNotFoundError:  # the workdir was removed under us (a failed twin run)
-        self._create_dirs()
-        continue
-      try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-      except BlockingIOError:
-        holder = lease_lib.read_json(os.pread(fd, 4096, 0))
-        os.close(fd)
-        forced = (" (--force_unlock cannot take an OS lock: its holder is alive)"
-                  if self._force else "")
-        raise ConfigError(
-            f"workdir: {self.workdir} is in use by another run: {lease_lib.describe(holder)}; wait for "
-            f"it to end or stop it (its lock is released when it exits), or give another "
-            f"workdir{forced}") from None
-      except OSError as e:
-        os.close(fd)
-        if not existed:
-          os.remove(path)
-        logging.info("No OS lock on %s (%s); using a lease.", path, e)
-        return False
-      # A holder releasing the lock unlinks the file first (see _release_flock): the file
-      # locked must still be the one at `path`, else lock the new one.
-      try:
-        current, locked = os.stat(path), os.fstat(fd)
-        same = (current.st_ino, current.st_dev) == (locked.st_ino, locked.st_dev)
-      except FileNotFoundError:
-        same = False
-      if not same:
-        os.close(fd)
-        continue
-      self._previous = os.pread(fd, 1 << 16, 0) if existed else None
-      self._record = lease_lib.holder_info()
-      os.ftruncate(fd, 0)
-      os.pwrite(fd, json.dumps(self._record).encode() + b"\n", 0)
-      self._fd = fd
-      return True
-    raise ConfigError(f"workdir: {self.workdir}: could not take its lock {path} (it kept "
-                      f"being replaced); give another workdir")
-
-  def _release_flock(self, restore):
-    path = os.path.join(self.workdir, layout.LOCK)
-    try:
-      if restore and self._previous is not None:  # leave a pre-existing lock file as it was
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, self._previous, 0)
-      else:
-        os.remove(path)  # while still holding it: see _flock
-    except OSError:
-      pass
-    os.close(self._fd)
-    self._fd = None
 
   def _has_checkpoints(self):
     try:
@@ -217,3 +160,4 @@ class Lock:
           os.rmdir(directory)
       except OSError:
         break  # not empty: nor are its parents ours to remove
+
