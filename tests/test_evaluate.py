@@ -319,7 +319,7 @@ def bad_cases(run_dir, tmp_path):
       ([f"--workdir={run_dir}", "--checkpoint=9"], "no checkpoint of step 9"),
       ([f"--workdir={not_trained}", "--export"], "no export in"),
       ([f"--workdir={run_dir}", "--checkpoint=8", "--export"], "not both"),
-      ([f"--workdir={run_dir}", "--checkpoint=eight"], "--checkpoint"),
+      ([f"--workdir={run_dir}", "--checkpoint=eight"], "checkpoint: must be a global step"),
       ([f"--workdir={run_dir}", "extra"], "unexpected arguments"),
   ]
 

@@ -166,6 +166,13 @@ def test_export_weights_best_exports_the_best_checkpoint(data_dir, tmp_path):
     np.testing.assert_array_equal(w, got.numpy())
   final = _weights_of(workdir, _best_run(data_dir))
   assert best_step == 24 or any(not np.array_equal(a, b) for a, b in zip(want, final))
+  # trainer.evaluate --checkpoint=best reads the same checkpoint and gives its eval.
+  r = subprocess.run([sys.executable, "-m", "trainer.evaluate", f"--workdir={workdir}",
+                      "--checkpoint=best", "--strategy=cpu"], cwd=str(tmp_path),
+                     env=main_env(), capture_output=True, text=True, timeout=600)
+  assert r.returncode == 0, r.stderr[-2000:]
+  result = json.loads(r.stdout.strip().splitlines()[-1])
+  assert result["step"] == best_step and result["accuracy"] == pytest.approx(best, abs=1e-6)
 
 
 @pytest.mark.slow

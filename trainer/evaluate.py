@@ -2,6 +2,7 @@ r"""Evaluate a run's checkpoint, or its export, on the eval split, with the conf
 
   python -m trainer.evaluate --workdir=runs/digits                  # the latest readable checkpoint
   python -m trainer.evaluate --workdir=runs/digits --checkpoint=200 # checkpoints/ckpt-200
+  python -m trainer.evaluate --workdir=runs/digits --checkpoint=best  # the best eval's
   python -m trainer.evaluate --workdir=runs/digits --export         # export/serving
 
 The run is rebuilt from `workdir/config.json` through the public builder (the model, the task
@@ -44,8 +45,8 @@ def _define_flags():
   """Defined when run as a program (trainer.main defines some of the same names)."""
   defs = (
       (flags.DEFINE_string, "workdir", "", "The run's directory (local or gs://)."),
-      (flags.DEFINE_integer, "checkpoint", None, "Evaluate checkpoints/ckpt-N (a global step); "
-       "default: the latest readable checkpoint."),
+      (flags.DEFINE_string, "checkpoint", None, "Evaluate checkpoints/ckpt-N (N a global step) "
+       "or 'best' (the best eval's checkpoint, keep_best); default: the latest readable one."),
       (flags.DEFINE_bool, "export", False, "Evaluate export/serving (the SavedModel) instead "
        "of a checkpoint."),
       (flags.DEFINE_string, "data_dir", "", "The TFDS data_dir; default: the run's."),
@@ -225,19 +226,30 @@ def _check_record(workdir):
   return named
 
 
+def _checkpoint_flag(value):
+  """--checkpoint: None (the latest), a step, or 'best'."""
+  if value is None or value == "best":
+    return value
+  if value.isdigit():
+    return int(value)
+  raise ConfigError(f"checkpoint: must be a global step (an integer >= 0) or 'best', got "
+                    f"{value!r}")
+
+
 def main(argv):
   cli.no_arguments(argv)
   verbose = FLAGS.verbosity >= 1
   cli.quiet(verbose)
   if FLAGS.export and FLAGS.checkpoint is not None:
     raise ConfigError("checkpoint: give --checkpoint=N or --export, not both")
+  step = _checkpoint_flag(FLAGS.checkpoint)
   remote = is_remote(FLAGS.workdir)
   if not remote:  # user mistakes before TensorFlow loads (remote: once it has)
     named = _check_record(FLAGS.workdir)
     if FLAGS.export:
       record.require_export(FLAGS.workdir)
     else:
-      record.require_checkpoint(FLAGS.workdir, FLAGS.checkpoint)
+      record.require_checkpoint(FLAGS.workdir, None if step == "best" else step)
   strategy = None
   if FLAGS.export:
     cli.load_tensorflow(verbose)
@@ -245,11 +257,13 @@ def main(argv):
     strategy = cli.strategy(FLAGS.strategy, FLAGS.tpu, FLAGS.cpu_devices, verbose)
   if remote:
     named = _check_record(FLAGS.workdir)
+  if step == "best":
+    from trainer.run import best  # pylint: disable=g-import-not-at-top
+    step = best.best_step(FLAGS.workdir)
   if FLAGS.export:
     result = evaluate_export(FLAGS.workdir, FLAGS.data_dir, named)
   else:
-    result = evaluate_checkpoint(FLAGS.workdir, FLAGS.checkpoint, strategy, FLAGS.data_dir,
-                                 named)
+    result = evaluate_checkpoint(FLAGS.workdir, step, strategy, FLAGS.data_dir, named)
   print(summary_line(result))
   print(json.dumps(result, sort_keys=True))
 

@@ -81,3 +81,28 @@ class EarlyStop:
     if int(self.state.bad_evals.numpy()) >= self.patience and not event.final:
       self.state.stopped_at.assign(event.step)
       event.stop(self._reason(event.step))
+
+
+def best_step(workdir):
+  """The step of the best eval a run's latest checkpoint records (`trainer.evaluate
+  --checkpoint=best`).
+
+  Raises:
+    ConfigError: the run records no best eval (no eval yet, keep_best=0, or checkpoints
+      written before the run's state existed).
+  """
+  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf
+  from trainer.base.errors import ConfigError
+  from trainer.rundir import layout
+  path = tf.train.latest_checkpoint(layout.checkpoint_dir(workdir))
+  steps = []
+  if path is not None:
+    reader = tf.train.load_checkpoint(path)
+    key = "run_state/best_steps/.ATTRIBUTES/VARIABLE_VALUE"
+    if reader.has_tensor(key):
+      steps = [int(s) for s in reader.get_tensor(key) if s >= 0]
+  if not steps:
+    raise ConfigError(f"checkpoint: {workdir} records no best eval (no eval yet, keep_best=0, "
+                      f"or checkpoints older than the best-keeping); give --checkpoint=N")
+  return steps[0]
