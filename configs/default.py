@@ -76,4 +76,12 @@ def get_config() -> ml_collections.ConfigDict:
   c.optimizer.beta_1 = 0.9
   c.optimizer.beta_2 = 0.999
   c.optimizer.clipnorm = 0.0  # 0 = off
+  # Per-variable learning rates: 'PATTERN=MULT,PATTERN=MULT', regular expressions over whole
+  # variable paths ('conv1/kernel'; see --print_lr_mults), the first match wins, unmatched 1.
+  # A variable's rate is schedule(step) * MULT; 0 freezes it (no gradient, no optimizer slots).
+  # E.g. 'logits/.*=1,.*=0.1': the head at the schedule's rate, the rest at a tenth.
+  c.optimizer.lr_mults = ""
+  # Layer-wise decay (0 = off, e.g. 0.75): the layer i steps below the output gets
+  # layer_decay**i, times its lr_mults multiplier (README: how layers are counted).
+  c.optimizer.layer_decay = 0.0
   return c

@@ -14,6 +14,7 @@ the model, the optimizer or the loops.
 
 import dataclasses
 
+from absl import logging
 import tensorflow as tf
 
 from trainer import data, models
@@ -22,6 +23,7 @@ from trainer.base.errors import ConfigError
 from trainer.distribute.precision import global_policy  # noqa: F401  (part of this API)
 from trainer.step import ema, execution, loop
 from trainer.step import learner as learner_lib
+from trainer.step import optimizer as optimizer_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +35,7 @@ class Parts:
   execution: execution.Execution  # where batches come from, what XLA compiles
   learner: learner_lib.Learner  # the task on the model and optimizer: the step functions
   schedule: object  # the optimizer's learning rate: a schedule (or a float)
+  rates: optimizer_lib.Rates = None  # each trainable variable's multiplier of the schedule
 
   config = property(lambda self: self.spec.config)
   info = property(lambda self: self.spec.info)
@@ -77,7 +80,9 @@ def build(spec, strategy, schedule=None) -> Parts:
   """Model, optimizer, learner and execution plan (the model inside the strategy's scope).
 
   Call it under `global_policy(spec.policy)`. Seeds Keras with `config.seed` first, so every
-  strategy starts from the same initial weights.
+  strategy starts from the same initial weights. Variables `optimizer.lr_mults` freezes are
+  non-trainable before the optimizer is built, and the others' updates scaled
+  (`trainer.step.optimizer`).
 
   Args:
     spec: the run, resolved (`trainer.config.resolve`).
@@ -90,13 +95,20 @@ def build(spec, strategy, schedule=None) -> Parts:
   schedule = spec.schedule if schedule is None else schedule
   with strategy.scope():
     model = models.build(config.model, info.input_shape, num_outputs, fn=spec.model_fn)
+    convolutions = models.has_convolutions(model)  # frozen ones still run on the CPU's kernels
+    rates = optimizer_lib.Rates.of(model, config.optimizer)
+    rates.freeze(model)
+    if rates.given:
+      logging.info("Learning rate multipliers (optimizer.lr_mults, layer_decay): %s",
+                   rates.summary())
     optimizer = build_optimizer(config.optimizer, schedule)
     if spec.policy == "mixed_float16":
       optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
     optimizer.build(model.trainable_variables)  # slots exist before a restore
+    rates.attach(optimizer)
     plan = execution.choose(
         strategy, jit_compile=config.jit_compile,
-        has_convolutions=models.has_convolutions(model), input_mode=config.input_mode,
+        has_convolutions=convolutions, input_mode=config.input_mode,
         device_input_possible=data.device_possible(info, strategy),
         replica_update=data.replica_update(strategy))
     _check_clipnorm(config.optimizer.clipnorm, strategy.num_replicas_in_sync, plan)
@@ -105,7 +117,7 @@ def build(spec, strategy, schedule=None) -> Parts:
     learner = learner_lib.Learner(model, optimizer, spec.task, config.global_batch_size,
                                   num_outputs, jit_gradients=plan.gradients,
                                   grad_accum_steps=config.grad_accum_steps, ema=average)
-  return Parts(spec, strategy, plan, learner, schedule)
+  return Parts(spec, strategy, plan, learner, schedule, rates)
 
 
 def make_eval_dataset(parts: Parts):
