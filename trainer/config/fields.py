@@ -5,7 +5,7 @@ import math
 import re
 
 from trainer.base import validate
-from trainer.base.choices import INPUT_MODES, OPTIMIZERS, PRECISIONS
+from trainer.base.choices import INIT_MODES, INPUT_MODES, OPTIMIZERS, PRECISIONS
 from trainer.base.errors import ConfigError
 from trainer.config.settle import get
 
@@ -65,6 +65,13 @@ def check_fields(config):
   if not 0 <= _number(config, "optimizer.layer_decay") <= 1:
     raise ConfigError(f"optimizer.layer_decay: must be in [0, 1] (0 = off, e.g. 0.75), got "
                       f"{config.optimizer.layer_decay!r}")
+  if not isinstance(config.init_from, str):
+    raise ConfigError(f"init_from: must be a workdir, a checkpoint or a model.keras path ('' = "
+                      f"none), got {config.init_from!r}")
+  validate.choice("init_mode", config.init_mode, INIT_MODES)
+  if not isinstance(config.init_allow_partial, bool):
+    raise ConfigError(f"init_allow_partial: must be True or False, got "
+                      f"{config.init_allow_partial!r}")
 
 
 def parse_lr_mults(text):

@@ -21,6 +21,7 @@ from trainer.rundir import files, layout, lock, resume
 from trainer.rundir.history import read_scalars
 from trainer.run import actions as actions_lib
 from trainer.run import checkpoints, console, controller, export, summaries
+from trainer.run import init
 from trainer.schedules import picture
 from trainer.step import build
 
@@ -74,7 +75,8 @@ def train_and_evaluate(config, workdir, strategy=None, allow_config_change=False
     parts = build.build(spec, strategy)
     ckpt = checkpoints.Checkpointer(workdir, strategy, spec.config.max_checkpoints,
                                     **parts.trackables())
-    ckpt.restore_latest()
+    restored = ckpt.restore_latest()
+    init.start(parts, restored)  # config.init_from, for a workdir without checkpoints
     start_step = int(parts.optimizer.iterations.numpy())
     runner = build.make_runner(parts, start_step=start_step)
     logging.info("%s", parts.execution.describe())
