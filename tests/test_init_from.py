@@ -16,12 +16,13 @@ import numpy as np
 import pytest
 
 from tests.conftest import (CHECKPOINTED_RUN, assert_same_weights, build_parts, checkpointed_run,
-                            ckpt_dir, cpu, main_env, one_line_error)
+                            ckpt_dir, cpu, main_env, one_line_error, spec_of)
 from tests.killer import run_matrix, tree
 from trainer import schedules
 from trainer.base.compat import LEGACY_KERAS, keras
 from trainer.base.errors import ConfigError
 from trainer.distribute import precision
+from trainer.rundir import resume
 from trainer.run import init, summaries
 
 pytestmark = pytest.mark.skipif(LEGACY_KERAS, reason="Keras 3 only (refused under tf_keras)")
@@ -164,7 +165,7 @@ def test_both_modes_and_the_multipliers_on_two_mirrored_replicas(started, runs, 
   assert tree(runs["full"]) == started["source_before"]
 
 
-# In-process: where the source is, and the weight average.
+# In-process: where the source is, the weight average, and what a resume may change.
 
 
 def test_locate_names_what_it_found_or_what_is_there(runs, tmp_path):
@@ -198,3 +199,31 @@ def test_the_weight_average_starts_at_the_weights_training_starts_from(runs, dat
     assert a.tobytes() == w.tobytes()
   if mode == "continue":
     assert int(parts.optimizer.iterations.numpy()) == 24
+
+
+def _check(workdir, config, allow=False):
+  return resume.check_resume(workdir, spec_of(config, cpu()), allow)
+
+
+def test_a_resume_never_changes_where_the_run_started(runs, data_dir):
+  for changes in ({"init_from": "/elsewhere"}, {"init_mode": "continue"}):
+    field = next(iter(changes))
+    for allow in (False, True):
+      with pytest.raises(ConfigError) as e:
+        _check(runs["full"], checkpointed_run(data_dir, **changes), allow)
+      one_line_error(e, f"{field}: cannot resume {runs['full']} with {field} ",
+                     "a resume continues its own checkpoints")
+
+
+def test_a_resume_may_change_non_zero_multipliers_only_with_allow_config_change(runs, data_dir):
+  with pytest.raises(ConfigError) as e:
+    _check(runs["full"], checkpointed_run(data_dir, **{"optimizer.lr_mults": "hidden/.*=0.5"}))
+  one_line_error(e, "optimizer.lr_mults: cannot resume", "--allow_config_change")
+  _check(runs["full"], checkpointed_run(data_dir, **{"optimizer.lr_mults": "hidden/.*=0.5"}),
+         allow=True)
+  _check(runs["full"], checkpointed_run(data_dir, **{"optimizer.layer_decay": 0.8}), allow=True)
+  with pytest.raises(ConfigError) as e:  # freezing: the checkpoint's slots would not fit
+    _check(runs["full"], checkpointed_run(data_dir, **{"optimizer.lr_mults": "hidden/.*=0"}),
+           allow=True)
+  one_line_error(e, "optimizer.lr_mults: --allow_config_change cannot resume",
+                 "init_mode=continue")
