@@ -141,7 +141,11 @@ def _one_step(info, lr_mults="", replicas=1, policy=None, **changes):
   return before, after, parts
 
 
-@pytest.mark.parametrize("variant", sorted(VARIANTS))
+FAST = ("one_device_xla", "mirrored_device")
+
+
+@pytest.mark.parametrize("variant", [v if v in FAST else pytest.param(v, marks=pytest.mark.slow)
+                                     for v in sorted(VARIANTS)])
 def test_half_a_multiplier_moves_a_variable_half_as_far_and_zero_freezes_it(digits, variant):
   changes = VARIANTS[variant]
   w0, one, _ = _one_step(digits, **changes)
@@ -160,6 +164,7 @@ def test_half_a_multiplier_moves_a_variable_half_as_far_and_zero_freezes_it(digi
     assert half[path].tobytes() == one[path].tobytes(), path
 
 
+@pytest.mark.slow
 def test_mirrored_replicas_train_the_multipliers_as_one_replica_does(digits):
   rules = {"optimizer.lr_mults": "hidden/kernel=0.3,hidden/bias=0", "ema_decay": 0.9,
            "optimizer.name": "adamw", "optimizer.weight_decay": 0.05}
