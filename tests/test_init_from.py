@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import (CHECKPOINTED_RUN, assert_same_weights, build_parts, checkpointed_run,
-                            ckpt_dir, cpu, main_env, one_line_error, spec_of)
+                            ckpt_dir, cpu, main_env, one_line_error, spec_of, tensors)
 from tests.killer import run_matrix, tree
 from trainer import schedules
 from trainer.base.compat import LEGACY_KERAS, keras
@@ -227,3 +227,22 @@ def test_a_resume_may_change_non_zero_multipliers_only_with_allow_config_change(
            allow=True)
   one_line_error(e, "optimizer.lr_mults: --allow_config_change cannot resume",
                  "init_mode=continue")
+
+
+def test_a_fork_may_unfreeze_a_variable_whose_slots_start_at_zero(data_dir, tmp_path, caplog):
+  """Slots are matched by variable path: the source froze `hidden` (it has no slots for it);
+  the fork trains it from zero slots and carries `logits`' slots and the step over."""
+  from trainer.run import train  # pylint: disable=g-import-not-at-top
+  source = str(tmp_path / "frozen")
+  train.train_and_evaluate(checkpointed_run(data_dir, total_steps=8, **{
+      "optimizer.lr_mults": "hidden/.*=0"}), source, cpu())
+  config = checkpointed_run(data_dir, init_from=source, init_mode="continue")
+  with precision.global_policy("float32"), caplog.at_level("INFO", logger="absl"):
+    parts = build_parts(config, cpu())
+    init.start(parts, None)
+  slots = {v.path.split("/", 1)[1]: np.array(v.numpy()) for v in parts.optimizer.variables}
+  assert int(parts.optimizer.iterations.numpy()) == 8
+  assert not slots["hidden_kernel_momentum"].any() and not slots["hidden_bias_velocity"].any()
+  saved = {k: v for k, v in tensors(ckpt_dir(source)).items() if "optimizer/_variables" in k}
+  assert any(np.array_equal(slots["logits_kernel_momentum"], v) for v in saved.values())
+  assert "optimizer state started fresh for hidden_kernel_momentum" in caplog.text

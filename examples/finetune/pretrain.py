@@ -5,8 +5,8 @@ Launch from examples/ (about 30 s on 2 CPU cores):
   cd examples && python -m trainer.main --config=finetune/pretrain.py \
       --workdir=runs/finetune/pretrain
 
-Expected: eval accuracy ~0.98 on the 157 held-out digits 0-4 (measured: 0.981). finetune/config.py starts from
-this run (`init_from`).
+Expected: eval accuracy ~0.98 on the 157 held-out digits 0-4 (measured: 0.981).
+finetune/config.py starts from this run (`init_from`).
 """
 
 import os
