@@ -68,6 +68,18 @@ def get_config() -> ml_collections.ConfigDict:
   # auto | tf.data | device. device: the train split lives on the device and each step draws
   # its batch there (one replica, data in memory). auto: device where it applies, else tf.data.
   c.input_mode = "auto"
+  # Start from another run (README: "Starting from another run"), read only when this run's
+  # own workdir has no checkpoint yet (a resume always continues its own): a workdir (its
+  # latest readable checkpoint), one checkpoint ('runs/a/checkpoints/ckpt-400') or an
+  # export's model.keras; '' = from scratch.
+  c.init_from = ""
+  # weights: fine-tune. The model's weights, matched by variable path and shape (the rest keep
+  # their fresh initialisation, e.g. a new head); step 0, a fresh optimizer, this schedule.
+  # continue: fork. Weights, optimizer state, EMA and global step of that checkpoint, trained
+  # on under this config (e.g. a cooldown from step S); same model and optimizer kind.
+  c.init_mode = "weights"
+  # weights: start even if the source holds only a minority of this model's weights.
+  c.init_allow_partial = False
 
   c.schedule = ml_collections.ConfigDict()
   c.schedule.warmup_steps = 0  # global steps; if 0, warmup_fraction/warmup_epochs are used
@@ -94,4 +106,12 @@ def get_config() -> ml_collections.ConfigDict:
   c.optimizer.beta_1 = 0.9
   c.optimizer.beta_2 = 0.999
   c.optimizer.clipnorm = 0.0  # 0 = off
+  # Per-variable learning rates: 'PATTERN=MULT,PATTERN=MULT', regular expressions over whole
+  # variable paths ('conv1/kernel'; see --print_lr_mults), the first match wins, unmatched 1.
+  # A variable's rate is schedule(step) * MULT; 0 freezes it (no gradient, no optimizer slots).
+  # E.g. 'logits/.*=1,.*=0.1': the head at the schedule's rate, the rest at a tenth.
+  c.optimizer.lr_mults = ""
+  # Layer-wise decay (0 = off, e.g. 0.75): the layer i steps below the output gets
+  # layer_decay**i, times its lr_mults multiplier (README: how layers are counted).
+  c.optimizer.layer_decay = 0.0
   return c

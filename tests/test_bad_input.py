@@ -179,6 +179,44 @@ CASES = [
     ("recorded dataset plug-in not named", [],
      "dataset: 'os:abort' is code (a plug-in) that only {workdir}/config.json names",
      {"workdir": "plugin_dataset"}),
+    # Issue 24: starting from another run ({finished}: a 2-step small_cnn run, its export
+    # {fexport}), and per-variable learning rates.
+    ("init_from a missing path", ["--config.init_from=/no/such/run"],
+     "init_from: no such workdir, checkpoint or model.keras '/no/such/run'", {"workdir": "new"}),
+    ("init_from a checkpoint that is not there",
+     ["--config.init_from={finished}/checkpoints/ckpt-7"],
+     "init_from: no checkpoint '{finished}/checkpoints/ckpt-7' (there are: ckpt-2)",
+     {"workdir": "new"}),
+    ("init_from an export of another input shape",
+     ["--config.dataset=synthetic", "--config.init_from={fexport}"],
+     "init_from: {fexport} takes inputs of shape (8, 8, 1), this run's dataset gives "
+     "(32, 32, 3)", {"workdir": "new"}),
+    ("init_from holding a minority of the weights",
+     ["--config.model=mlp", "--config.init_from={finished}"],
+     "init_from: {finished}/checkpoints/ckpt-2 holds only 1 of 4 variables", {"workdir": "new"}),
+    ("init_mode unknown", ["--config.init_mode=resume"],
+     "init_mode: unknown 'resume'; allowed: weights, continue", {}),
+    ("fork of an export", ["--config.init_mode=continue", "--config.init_from={fexport}"],
+     "init_mode: continue forks a checkpoint", {"workdir": "new"}),
+    ("fork of another model",
+     ["--config.model=mlp", "--config.init_mode=continue", "--config.init_from={finished}"],
+     "init_mode: continue forks a run of model 'small_cnn' and this config has 'mlp'",
+     {"workdir": "new"}),
+    ("fork with nothing left to train",
+     ["--config.init_mode=continue", "--config.init_from={finished}", "--config.total_steps=2"],
+     "init_from: {finished}/checkpoints/ckpt-2 is at global step 2 and this run's "
+     "total_steps is 2", {"workdir": "new"}),
+    ("resume with another init_from", ["--config.init_from={finished}"],
+     "init_from: cannot resume {workdir} with init_from '' -> ", {"workdir": "existing"}),
+    ("lr_mults pattern matching nothing", ["--config.optimizer.lr_mults=head/.*=0"],
+     "optimizer.lr_mults: 'head/.*' matches no trainable variable path of this model",
+     {"workdir": "new"}),
+    ("lr_mults multiplier below 0", ["--config.optimizer.lr_mults=conv1/.*=-1"],
+     "optimizer.lr_mults: the multiplier of 'conv1/.*' must be a finite number >= 0", {}),
+    ("lr_mults pattern not a regular expression", ["--config.optimizer.lr_mults=conv[=1"],
+     "optimizer.lr_mults: 'conv[' is not a regular expression", {}),
+    ("layer_decay above 1", ["--config.optimizer.layer_decay=1.5"],
+     "optimizer.layer_decay: must be in [0, 1]", {}),
 ]
 # The config files of the config-file cases.
 CONFIG_FILES = {
@@ -274,7 +312,8 @@ def matrix(tmp_path_factory):
   data.get_dataset_info("digits", data_dir)  # prepare the digits once, not in every case
   _finished(str(base / "finished"), data_dir)
   _checkpointed(str(base / "checkpointed"), str(base / "finished"))
-  files = {"afile": str(base / "a-file")}
+  files = {"afile": str(base / "a-file"), "finished": str(base / "finished"),
+           "fexport": str(base / "finished" / "export" / "model.keras")}
   (base / "a-file").write_text("not a directory")
   for key, text in CONFIG_FILES.items():
     files[key] = str(base / f"{key}.py")

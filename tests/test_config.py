@@ -79,6 +79,12 @@ BAD = [
     ({"schedule.warmup_fraction": 1.5}, "schedule.warmup_fraction: must be in [0, 1]"),
     ({"schedule.hold": 590}, "total_steps: must be >= warmup_steps + hold"),
     ({"global_batch_size": 130}, "global_batch_size: 130 does not divide evenly among 4"),
+    ({"optimizer.lr_mults": "conv1/.*=-0.5"},
+     "optimizer.lr_mults: the multiplier of 'conv1/.*' must be a finite number >= 0"),
+    ({"optimizer.lr_mults": "conv1/.*"}, "optimizer.lr_mults: 'conv1/.*' has no '=MULT'"),
+    ({"optimizer.layer_decay": 2.0}, "optimizer.layer_decay: must be in [0, 1]"),
+    ({"optimizer.layer_decay": -0.5}, "optimizer.layer_decay: must be a finite number >= 0"),
+    ({"init_mode": "fork"}, "init_mode: unknown 'fork'; allowed: weights, continue"),
 ]
 
 

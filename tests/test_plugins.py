@@ -233,3 +233,26 @@ def test_shapes_example_trains_on_a_folder_of_images_made_on_the_fly(tmp_path):
   blob = json.load(open(tmp_path / "w" / "config.json"))
   assert blob["config"]["dataset"] == f"folder:{tmp_path / 'runs' / 'shapes_images'}"
   assert summaries.read_scalars(str(tmp_path / "w"), "eval", "accuracy")[200] >= 0.9
+
+
+@pytest.mark.slow
+def test_finetune_example_beats_training_from_scratch_after_20_steps(tmp_path):
+  """examples/finetune: pretrain on the digits 0-4, fine-tune a new head on 5-9 (init_from,
+  lr_mults), its one command; the README's 20-step table for seed 0."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  from tests.conftest import main_env  # pylint: disable=g-import-not-at-top
+  r = subprocess.run([sys.executable, "-m", "finetune.compare", "--seeds=0", "--steps=20",
+                      f"--root={tmp_path / 'runs'}"], cwd=EXAMPLES, env=main_env(),
+                     capture_output=True, text=True, timeout=900)
+  assert r.returncode == 0, r.stderr[-3000:]
+  rows = {line.split("|")[1].strip(): float(line.split("|")[2])
+          for line in r.stdout.splitlines() if line.startswith("| ") and "seed" not in line}
+  assert set(rows) == {"from scratch", "fine-tuned, body frozen", "fine-tuned, body at 0.1"}
+  assert rows["fine-tuned, body frozen"] > rows["from scratch"] + 0.1, rows
+  assert rows["fine-tuned, body at 0.1"] > rows["from scratch"] + 0.1, rows
+  tuned = os.path.join(tmp_path, "runs", "tenth-20steps-seed0")
+  with open(os.path.join(tuned, "config.json")) as f:
+    assert json.load(f)["config"]["init_from"] == os.path.join(tmp_path, "runs", "pretrain")
+  frozen = os.path.join(tmp_path, "runs", "frozen-20steps-seed0")
+  assert summaries.read_scalars(frozen, "eval", "accuracy")[20] == pytest.approx(
+      rows["fine-tuned, body frozen"], abs=5e-4)

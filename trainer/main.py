@@ -45,6 +45,9 @@ flags.DEFINE_integer("cpu_devices", 0, "Split the host CPU into N logical device
                      "--strategy=mirrored runs N replicas without GPUs.")
 flags.DEFINE_bool("allow_config_change", False, "Resume a workdir even though the config "
                   "differs from its config.json in fields that change the run.")
+flags.DEFINE_bool("print_lr_mults", False, "Print the learning rate multiplier each trainable "
+                  "variable gets (optimizer.lr_mults, optimizer.layer_decay) and exit; nothing "
+                  "is trained or written.")
 flags.DEFINE_bool("force_unlock", False, "Take over a gs:// workdir's lease that another run "
                   "holds and has refreshed recently (that run is known to be dead).")
 flags.DEFINE_bool("trust_plugins", False, "Without --config, resuming a workdir with the "
@@ -91,6 +94,9 @@ def main(argv):
   from trainer.distribute import strategy as strategy_lib  # pylint: disable=g-import-not-at-top
   from trainer.run import train  # pylint: disable=g-import-not-at-top
   spec = config_lib.resolve(config, strategy)
+  if FLAGS.print_lr_mults:
+    _print_lr_mults(spec)
+    return
   workdir = FLAGS.workdir or default_workdir()
   # train.run: train_and_evaluate as the command line shows it (absl lines off a terminal),
   # and the summary below counts the start-up too.
@@ -98,6 +104,23 @@ def main(argv):
                      force_unlock=FLAGS.force_unlock)
   if strategy_lib.is_chief(strategy):
     console.end_summary(result, workdir, time.monotonic() - start)
+
+
+def _print_lr_mults(spec):
+  """The table of `--print_lr_mults` on stdout: the model built as the run builds it."""
+  # pylint: disable=g-import-not-at-top
+  from trainer import models
+  from trainer.distribute.precision import global_policy
+  from trainer.step import optimizer
+  with global_policy(spec.policy):
+    model = models.build(spec.config.model, spec.info.input_shape, spec.num_outputs,
+                         fn=spec.model_fn)
+  rates = optimizer.Rates.of(model, spec.config.optimizer)
+  shapes = {v.path: v.shape for v in model.trainable_variables}
+  print(f"{spec.config.model}: learning rate = schedule(step) * multiplier "
+        f"(optimizer.lr_mults {spec.config.optimizer.lr_mults!r}, optimizer.layer_decay "
+        f"{spec.config.optimizer.layer_decay}; layer = layers below the output)")
+  print(rates.table(shapes))
 
 
 def run():

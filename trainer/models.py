@@ -15,11 +15,14 @@ a side shorter than 32 is first upsampled (bilinear `Resizing`) to 32; larger si
 Weights are always randomly initialised: no pretrained weights are downloaded.
 """
 
+import collections
+import contextlib
+
 import numpy as np
 
 from trainer.base import plugins
 from trainer.base import validate
-from trainer.base.compat import keras
+from trainer.base.compat import LEGACY_KERAS, keras
 from trainer.base.errors import ConfigError
 
 MODELS = ("small_cnn", "mlp", "resnet50", "efficientnetv2b0")
@@ -153,7 +156,10 @@ def build(name, input_shape, num_outputs, fn=None):
   """Builds the model `name` names (call it inside `strategy.scope()`), checked.
 
   Subclassed models are called once on zeros so their variables exist before the optimizer
-  and the checkpoint need them.
+  and the checkpoint need them. Layers Keras names itself get the names a fresh process would
+  give them ('dense', not 'dense_3' after three other models), so a variable's path
+  (`conv1/kernel`, `sequential/dense/kernel`) is the same in every process that builds the
+  model: the paths `optimizer.lr_mults` and `init_from` match.
 
   Args:
     name: `config.model`.
@@ -163,17 +169,34 @@ def build(name, input_shape, num_outputs, fn=None):
   Raises:
     ConfigError: the function did not return a Keras model, or one with the wrong outputs.
   """
-  model = (fn or lookup(name))(input_shape=tuple(input_shape), num_outputs=num_outputs)
-  if not isinstance(model, keras.Model):
-    raise ConfigError(f"model: {name!r} returned {type(model).__name__}, not a keras.Model")
-  try:
-    shape = tuple(model.output_shape)  # functional and Sequential models
-  except (AttributeError, ValueError, RuntimeError):  # subclassed: build it by calling it
-    shape = (None, *model(np.zeros((1, *input_shape), np.float32), training=False).shape[1:])
+  with _fresh_names():
+    model = (fn or lookup(name))(input_shape=tuple(input_shape), num_outputs=num_outputs)
+    if not isinstance(model, keras.Model):
+      raise ConfigError(f"model: {name!r} returned {type(model).__name__}, not a keras.Model")
+    try:
+      shape = tuple(model.output_shape)  # functional and Sequential models
+    except (AttributeError, ValueError, RuntimeError):  # subclassed: build it by calling it
+      shape = (None, *model(np.zeros((1, *input_shape), np.float32), training=False).shape[1:])
   if len(shape) != 2 or shape[-1] != num_outputs:
     raise ConfigError(f"model: {name!r} outputs shape {shape}; the task needs "
                       f"(None, {num_outputs}) for inputs of shape {tuple(input_shape)}")
   return model
+
+
+@contextlib.contextmanager
+def _fresh_names():
+  """Keras 3's automatic names start again inside: `uniquify` numbers each name by a counter
+  in Keras' global state (keras/src/utils/naming.py), which only `clear_session` resets."""
+  if LEGACY_KERAS:  # tf_keras names by its own graph-keyed counters; paths are not used there
+    yield
+    return
+  from keras.src.backend.common import global_state  # pylint: disable=g-import-not-at-top
+  before = global_state.get_global_attribute("object_name_uids")
+  global_state.set_global_attribute("object_name_uids", collections.defaultdict(int))
+  try:
+    yield
+  finally:
+    global_state.set_global_attribute("object_name_uids", before)
 
 
 def builtin(name, image_shape, num_classes):

@@ -11,3 +11,4 @@ INPUT_MODES = ("auto", "tf.data", "device")
 NONFINITE = ("skip", "stop")
 EXPORT_WEIGHTS = ("final", "best")
 FOLDER_PREFIX = "folder:"  # dataset = "folder:PATH": a directory of images, not code
+INIT_MODES = ("weights", "continue")

@@ -1,8 +1,12 @@
 """The checks of the fields that need nothing else (no dataset, strategy or model): ranges,
 types and names. Each raises a ConfigError naming the field."""
 
+import math
+import re
+
 from trainer.base import validate
-from trainer.base.choices import EXPORT_WEIGHTS, INPUT_MODES, NONFINITE, OPTIMIZERS, PRECISIONS
+from trainer.base.choices import (EXPORT_WEIGHTS, INIT_MODES, INPUT_MODES, NONFINITE,
+                                   OPTIMIZERS, PRECISIONS)
 from trainer.base.errors import ConfigError
 from trainer.config.settle import get
 
@@ -75,3 +79,54 @@ def check_fields(config):
       raise ConfigError(f"{field}: must be in [0, 1), got {get(config, field)!r}")
   for field in ("hold", "warmup_steps", "cooldown_steps", "base_batch_size", "rsqrt_timescale"):
     _int(config, f"schedule.{field}", 0)
+  parse_lr_mults(config.optimizer.lr_mults)
+  if not 0 <= _number(config, "optimizer.layer_decay") <= 1:
+    raise ConfigError(f"optimizer.layer_decay: must be in [0, 1] (0 = off, e.g. 0.75), got "
+                      f"{config.optimizer.layer_decay!r}")
+  if not isinstance(config.init_from, str):
+    raise ConfigError(f"init_from: must be a workdir, a checkpoint or a model.keras path ('' = "
+                      f"none), got {config.init_from!r}")
+  validate.choice("init_mode", config.init_mode, INIT_MODES)
+  if not isinstance(config.init_allow_partial, bool):
+    raise ConfigError(f"init_allow_partial: must be True or False, got "
+                      f"{config.init_allow_partial!r}")
+
+
+def parse_lr_mults(text):
+  """[(pattern, multiplier)] of `optimizer.lr_mults`: 'PATTERN=MULT,PATTERN=MULT', '' = none.
+
+  A pattern is a regular expression over a whole variable path; the multiplier is the last
+  '=' of its entry. A piece without '=' belongs to the next one, so a ',' inside a pattern
+  ('conv{1,2}/kernel=0') needs no escaping. Raises ConfigError naming the field.
+  """
+  field = "optimizer.lr_mults"
+  if not isinstance(text, str):
+    raise ConfigError(f"{field}: must be one string 'PATTERN=MULT,PATTERN=MULT', got {text!r}")
+  rules, pending = [], ""
+  for piece in text.split(","):
+    piece = pending + piece
+    if "=" not in piece:
+      pending = piece + "," if piece.strip() else ""
+      continue
+    pending = ""
+    pattern, _, value = piece.rpartition("=")
+    pattern = pattern.strip()
+    if not pattern:
+      raise ConfigError(f"{field}: {piece.strip()!r} has no pattern; give "
+                        f"'PATTERN=MULT,PATTERN=MULT', e.g. 'logits/.*=1,.*=0.1'")
+    try:
+      re.compile(pattern)
+    except re.error as e:
+      raise ConfigError(f"{field}: {pattern!r} is not a regular expression ({e})") from None
+    try:
+      multiplier = float(value)
+    except ValueError:
+      multiplier = math.nan
+    if not (math.isfinite(multiplier) and multiplier >= 0):
+      raise ConfigError(f"{field}: the multiplier of {pattern!r} must be a finite number >= 0 "
+                        f"(0 freezes), got {value.strip()!r}")
+    rules.append((pattern, multiplier))
+  if pending:
+    raise ConfigError(f"{field}: {pending.rstrip(',').strip()!r} has no '=MULT'; give "
+                      f"'PATTERN=MULT,PATTERN=MULT', e.g. 'logits/.*=1,.*=0.1'")
+  return rules

@@ -146,6 +146,15 @@ class _Snapshot:
     self.averaged = ema is not None
     self.optimizer = unwrap_optimizer(parts.optimizer)
     self.optimizer_values = [np.asarray(v.numpy()) for v in _optimizer_variables(self.optimizer)]
+    # optimizer.lr_mults froze some variables: the run's optimizer has no slots for them.
+    self.frozen = bool(parts.rates is not None and parts.rates.frozen)
+    self.optimizer_names = ([_own_name(v) for v in _optimizer_variables(self.optimizer)]
+                            if self.frozen else [])
+
+
+def _own_name(variable):
+  """An optimizer variable's name without the optimizer's ('conv1_kernel_momentum')."""
+  return variable.path.split("/", 1)[-1]
 
 
 def _optimizer_variables(optimizer):
@@ -234,10 +243,16 @@ def _write_keras(model, parts, snapshot, path, step):
   optimizer.build(model.trainable_variables)
   variables = _optimizer_variables(optimizer)
   shapes = [tuple(v.shape) for v in variables]
-  if shapes != [tuple(v.shape) for v in snapshot.optimizer_values]:
+  values = snapshot.optimizer_values
+  if snapshot.frozen:
+    # The copy is a plain Keras optimizer over every trainable variable (lr_mults are the
+    # trainer's): the variables the run froze get zero slots, the others theirs, by name.
+    by_name = dict(zip(snapshot.optimizer_names, values))
+    values = [by_name.get(_own_name(v), np.zeros(v.shape, v.dtype)) for v in variables]
+  if shapes != [tuple(v.shape) for v in values]:
     raise ValueError(f"the optimizer copy has variables of shapes {shapes}, the run's "
-                     f"{[tuple(v.shape) for v in snapshot.optimizer_values]}")
-  for variable, value in zip(variables, snapshot.optimizer_values):
+                     f"{[tuple(v.shape) for v in values]}")
+  for variable, value in zip(variables, values):
     variable.assign(value)
   # Keras 3 would wrap the optimizer of a mixed_float16 model in a LossScaleOptimizer here;
   # unwrapped, the file loads with its optimizer state under the default policy, as a fresh

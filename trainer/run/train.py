@@ -22,7 +22,7 @@ from trainer.rundir import files, layout, lock, resume
 from trainer.rundir.history import read_scalars
 from trainer.run import actions as actions_lib
 from trainer.run import best as best_lib
-from trainer.run import checkpoints, console, controller, export, recovery, summaries
+from trainer.run import checkpoints, console, controller, export, init, recovery, summaries
 from trainer.schedules import picture
 from trainer.step import build
 
@@ -104,7 +104,9 @@ def run(config, workdir, strategy, allow_config_change=False, force_unlock=False
         workdir, strategy, c.max_checkpoints, keep_every=c.keep_every,
         best_steps=lambda: [s for s, _ in parts.state.best()[:c.keep_best]],
         **parts.trackables())
-    fresh = ckpt.restore_latest() is None
+    restored = ckpt.restore_latest()
+    init.start(parts, restored)  # config.init_from, for a workdir without checkpoints
+    fresh = restored is None
     start_step = int(parts.optimizer.iterations.numpy())
     runner = build.make_runner(parts, start_step=start_step)
     show.note(parts.execution.describe())

@@ -34,6 +34,7 @@ from absl import logging
 from trainer import config as config_lib
 from trainer import schedules
 from trainer.base.errors import ConfigError
+from trainer.config import fields
 from trainer.config import files as config_files
 from trainer.rundir import layout, record
 
@@ -53,6 +54,9 @@ UNCHANGEABLE = {"model": "the checkpoint holds that model's weights; another arc
                          "needs new ones",
                 "optimizer.name": "the checkpoint holds that optimizer's state; another kind "
                                   "needs a fresh one"}
+# Where the run started (`init_from`): read once, by a run with no checkpoint yet, and never by a
+# resume, which continues its own checkpoints. Part of the run's record, so never changed.
+INIT_FIELDS = ("init_from", "init_mode", "init_allow_partial")
 # Compared through the resolved plan rather than as written.
 _PLAN_INPUTS = ("total_steps", "num_epochs", "schedule.")
 # Plan entry -> the config field to name for it. The schedule's entries may change when the
@@ -122,6 +126,13 @@ def check_resume(workdir, spec, allow_config_change=False) -> Decision:
   if not diffs:
     return Decision(False, history)
   listed = ", ".join(f"{field} {old!r} -> {new!r}" for field, old, new in diffs)
+  for field, old, new in diffs:
+    if field in INIT_FIELDS:
+      raise ConfigError(
+          f"{field}: cannot resume {workdir} with {field} {old!r} -> {new!r}: a resume "
+          f"continues its own checkpoints and never reads {field}, which records where the "
+          f"run started; resume with {old!r} (what {layout.CONFIG} records) or give a new "
+          f"workdir")
   if other and not allow_config_change:
     raise ConfigError(
         f"{other[0][0].split(' ')[0]}: cannot resume {workdir} under a different config: "
@@ -145,10 +156,30 @@ def _refuse_unchangeable(workdir, diffs):
           f"ema_decay: --allow_config_change cannot resume {workdir} with ema_decay {old!r} "
           f"-> {new!r}: its checkpoints hold no weight average to continue; give a new "
           f"workdir (or resume with ema_decay 0)")
+    if field == "optimizer.lr_mults" and _frozen_may_change(old, new):
+      raise ConfigError(
+          f"{field}: --allow_config_change cannot resume {workdir} with {field} {old!r} -> "
+          f"{new!r}: it may freeze or unfreeze variables (a multiplier 0), and the checkpoint "
+          f"holds optimizer slots for exactly the variables it trained; change only the "
+          f"non-zero multipliers, or fork into a new workdir (init_from={workdir}, "
+          f"init_mode=continue), which matches slots by variable")
     if field in UNCHANGEABLE:
       raise ConfigError(
           f"{field}: --allow_config_change cannot resume {workdir} with {field} {old!r} -> "
           f"{new!r}: {UNCHANGEABLE[field]}; give a new workdir (or resume with {old!r})")
+
+
+def _frozen_may_change(old, new):
+  """Whether lr_mults `old` -> `new` may change which variables are frozen: when either
+  freezes some, anything but the same patterns in the same order with the zeros in place."""
+  try:
+    old, new = fields.parse_lr_mults(old), fields.parse_lr_mults(new)
+  except ConfigError:
+    return True
+  if not any(m == 0 for _, m in old + new):
+    return False
+  return ([p for p, _ in old] != [p for p, _ in new]
+          or any((a == 0) != (b == 0) for (_, a), (_, b) in zip(old, new)))
 
 
 def _schedule_change(workdir, saved, plan, diffs, allow):

@@ -14,6 +14,7 @@ the model, the optimizer or the loops.
 
 import dataclasses
 
+from absl import logging
 import tensorflow as tf
 
 from trainer import data, models
@@ -23,6 +24,7 @@ from trainer.distribute.precision import global_policy  # noqa: F401  (part of t
 from trainer.step import ema, execution, loop
 from trainer.step import state as state_lib
 from trainer.step import learner as learner_lib
+from trainer.step import optimizer as optimizer_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +36,7 @@ class Parts:
   execution: execution.Execution  # where batches come from, what XLA compiles
   learner: learner_lib.Learner  # the task on the model and optimizer: the step functions
   schedule: object  # the optimizer's learning rate: a schedule (or a float)
+  rates: optimizer_lib.Rates = None  # each trainable variable's multiplier of the schedule
 
   config = property(lambda self: self.spec.config)
   info = property(lambda self: self.spec.info)
@@ -81,7 +84,9 @@ def build(spec, strategy, schedule=None, record_steps=0) -> Parts:
   """Model, optimizer, learner and execution plan (the model inside the strategy's scope).
 
   Call it under `global_policy(spec.policy)`. Seeds Keras with `config.seed` first, so every
-  strategy starts from the same initial weights.
+  strategy starts from the same initial weights. Variables `optimizer.lr_mults` freezes are
+  non-trainable before the optimizer is built, and the others' updates scaled
+  (`trainer.step.optimizer`).
 
   Args:
     spec: the run, resolved (`trainer.config.resolve`).
@@ -98,13 +103,20 @@ def build(spec, strategy, schedule=None, record_steps=0) -> Parts:
     state = state_lib.RunState()
     if config.recovery_max_trials:  # a rollback lowers the rate: schedule x state.lr_scale
       schedule = state_lib.ScaledSchedule(schedule, state.lr_scale)
+    convolutions = models.has_convolutions(model)  # frozen ones still run on the CPU's kernels
+    rates = optimizer_lib.Rates.of(model, config.optimizer)
+    rates.freeze(model)
+    if rates.given:
+      logging.info("Learning rate multipliers (optimizer.lr_mults, layer_decay): %s",
+                   rates.summary())
     optimizer = build_optimizer(config.optimizer, schedule)
     if spec.policy == "mixed_float16":
       optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
     optimizer.build(model.trainable_variables)  # slots exist before a restore
+    rates.attach(optimizer)
     plan = execution.choose(
         strategy, jit_compile=config.jit_compile,
-        has_convolutions=models.has_convolutions(model), input_mode=config.input_mode,
+        has_convolutions=convolutions, input_mode=config.input_mode,
         device_input_possible=data.device_possible(info, strategy),
         replica_update=data.replica_update(strategy))
     _check_clipnorm(config.optimizer.clipnorm, strategy.num_replicas_in_sync, plan)
@@ -115,7 +127,7 @@ def build(spec, strategy, schedule=None, record_steps=0) -> Parts:
                                   grad_accum_steps=config.grad_accum_steps, ema=average,
                                   state=state, skip_nonfinite=config.nonfinite == "skip",
                                   record_steps=record_steps)
-  return Parts(spec, strategy, plan, learner, schedule)
+  return Parts(spec, strategy, plan, learner, schedule, rates)
 
 
 def make_eval_dataset(parts: Parts):

@@ -69,6 +69,13 @@ class EMA(tf.Module):
       e.assign(tf.cast(d, e.dtype) * e + tf.cast(1.0 - d, e.dtype) * tf.cast(w, e.dtype))
 
   @tf.function
+  def reset(self):
+    """The averages start again at the model's current weights (a run that starts from
+    another run's weights: `init_from`). In the cross-replica context."""
+    for e, w in zip(self.averages, self._sources()):
+      e.assign(tf.cast(tf.identity(w), e.dtype))
+
+  @tf.function
   def _swap(self):
     for e, w in zip(self.averages, self._sources()):
       old = tf.identity(w)
