@@ -136,7 +136,6 @@ def test_a_fork_into_a_cooldown_logs_the_new_schedule_from_step_12(started):
 
 
 def test_a_workdir_with_checkpoints_resumes_its_own_and_says_so(started):
-  workdir = os.path.join(started["base"], "fine_tune")
   stderr = started["again"]["fine_tune"]["stderr"]
   assert "init_from" in stderr and "not read; this workdir has checkpoints" in stderr
   assert "fine-tuning from" not in stderr
