@@ -32,7 +32,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("out_dir", "runs/benchmarks", "Where the table, JSON, PNG and runs go.")
 flags.DEFINE_string("data_dir", "", "TFDS data_dir for digits (prepared offline on first use); "
                     "default: <tempdir>/trainer_benchmarks/tfds.")
-flags.DEFINE_list("grid", ["1e-4", "3e-4", "1e-3", "3e-3", "1e-2", "3e-2", "1e-1"],
+flags.DEFINE_list("grid", ["1e-4", "3e-4", "1e-3", "3e-3", "1e-2", "3e-2", "1e-1", "3e-1", "1"],
                   "Peak learning rates (target_lr) to train.")
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds: every peak trains with each.")
 flags.DEFINE_list("jobs", list(JOBS), f"Which jobs: {', '.join(JOBS)}.")

@@ -1,11 +1,12 @@
-"""benchmarks/: both scripts run end to end in --quick mode and write what docs/benchmarks.md shows.
+"""benchmarks/: the scripts run end to end in --quick mode and write what docs/benchmarks.md shows.
 
-Three runs go concurrently in subprocesses (each sets up its own TF runtime, and XLA
+Four runs go concurrently in subprocesses (each sets up its own TF runtime, and XLA
 compilation is mostly single-threaded, so two cores overlap them well): the throughput
-script's variants and replicas suites, its seed and pipeline suites, and the warmup
-experiment. No timing asserts: only that every variant was measured, the ratios and targets
-exist, replicas agree, the seed and pipeline suites measured every way and wrote their tables,
-and the warmup experiment wrote its plot and table with both arms.
+script's variants and replicas suites, its seed and pipeline suites, the warmup
+experiment and the range-test sweep. No timing asserts: only that every variant was
+measured, the ratios and targets exist, replicas agree, the seed and pipeline suites measured
+every way and wrote their tables, the warmup experiment wrote its plot and table with both
+arms, and the sweep trained every peak and each proposal.
 """
 
 import json
@@ -36,6 +37,7 @@ RUNS = {  # name -> (module, extra flags)
     # With the accumulating twins: k = 4 micro-batches of 16 reach the quick run's batch.
     "benchmarks.warmup_experiment": ("benchmarks.warmup_experiment",
                                      ["--accum_micro_batch=16"]),
+    "benchmarks.lr_sweep": ("benchmarks.lr_sweep", []),
 }
 
 
@@ -194,3 +196,24 @@ def test_warmup_experiment_writes_plot_and_table_with_both_arms(quick_runs):
                      *runs[arm + "_accum"]["learning_rate"].items()]:  # the same schedule
       assert lr == pytest.approx(schedules.lr_warmup_cosine_decay(
           int(step), warmup, 0, steps, start, st["peak_lr"]), rel=1e-5)
+
+
+@pytest.mark.slow
+def test_lr_sweep_trains_every_peak_and_each_proposal(quick_runs):
+  out_dir, stdout = quick_runs["benchmarks.lr_sweep"]
+  blob = json.loads((out_dir / "lr_sweep.json").read_text())
+  assert set(blob["results"]) == {"default", "mlp"}
+  for job, r in blob["results"].items():
+    # Every (peak, seed) trained, and scored as an accuracy (a diverged run scores 0).
+    assert set(r["accuracy"]) == {f"{lr:g}" for lr in blob["grid"]}, job
+    for accs in r["accuracy"].values():
+      assert len(accs) == len(blob["seeds"]) and all(0.0 <= a <= 1.0 for a in accs), job
+    assert r["best_lr"] in blob["grid"]
+    # One range test per seed, and the job trained again at each proposal it made.
+    assert len(r["proposals"]) == len(r["at_proposal"]) == len(blob["seeds"])
+    assert all(p is None or _positive(p) for p in r["proposals"]), r["proposals"]
+    assert all(0.0 <= a <= 1.0 for a in r["at_proposal"])
+  table = (out_dir / "lr_sweep.md").read_text()
+  assert "**default**" in table and "**mlp**" in table and "Range test proposals" in table
+  assert (out_dir / "lr_sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  assert "best peak" in stdout
