@@ -158,7 +158,10 @@ def main(argv):
 
 
 def run():
-  app.run(errors.exit_on_error(main), flags_parser=_parse_flags)
+  try:
+    app.run(errors.exit_on_error(main), flags_parser=_parse_flags)
+  finally:  # SystemExit with the status decided: a signal must not change it now
+    preemption.exiting()
 
 
 if __name__ == "__main__":

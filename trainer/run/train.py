@@ -126,7 +126,9 @@ def run(config, workdir, strategy, allow_config_change=False, force_unlock=False
     finally:
       writer.close()
     # Only a run that finished, or that an action stopped, gets here (preemption and a
-    # divergence raise): the model out.
+    # divergence raise): its final checkpoint is written, so a signal from now on stops at
+    # once (the same command again exports), and the model out.
+    watcher.ended()
     held.check()
     _export(parts, ckpt, workdir, chief)
   best = _best(workdir, spec.task.best) if chief else None
