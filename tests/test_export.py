@@ -372,6 +372,24 @@ def test_a_rerun_of_a_finished_run_keeps_its_export(finished_run, data_dir, tmp_
   assert "already the model at step 24; kept" in caplog.text
 
 
+def test_a_rerun_of_a_finished_run_repairs_an_export_that_lost_a_file(finished_run, data_dir,
+                                                                      tmp_path, caplog):
+  """export.json lists model.keras and serving/: a rerun checks they are there (it kept an
+  export without its model.keras)."""
+  workdir = str(tmp_path / "w")
+  shutil.copytree(finished_run[0], workdir)
+  os.remove(os.path.join(workdir, "export", "model.keras"))
+  with caplog.at_level("INFO", logger="absl"):
+    train.train_and_evaluate(small_run(data_dir, **FINISHED), workdir, cpu(), progress=False)
+  assert "lost model.keras since it was written; writing it again" in caplog.text
+  manifest = export.read_manifest(workdir)
+  assert manifest["step"] == 24 and sorted(manifest["written"]) == ["model.keras", "serving"]
+  assert export._missing(workdir, manifest) == []  # pylint: disable=protected-access
+  keras.models.load_model(os.path.join(workdir, "export", "model.keras"))
+  os.remove(os.path.join(workdir, "export", "serving", "saved_model.pb"))  # a gutted SavedModel
+  assert export._missing(workdir, manifest) == ["serving"]  # pylint: disable=protected-access
+
+
 @pytest.mark.slow
 def test_a_signal_during_the_export_stops_at_once_and_the_same_command_exports(data_dir,
                                                                                tmp_path):

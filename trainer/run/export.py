@@ -127,8 +127,13 @@ def write(parts, workdir, chief=True, keep_current=True, source=None):
   current = read_manifest(workdir)
   if (keep_current and current and current.get("step") == step
       and not current.get("not_written")):
-    logging.info("export: %s is already the model at step %d; kept", export_dir(workdir), step)
-    return current
+    missing = _missing(workdir, current)
+    if not missing:
+      logging.info("export: %s is already the model at step %d; kept", export_dir(workdir),
+                   step)
+      return current
+    logging.warning("export: %s lost %s since it was written; writing it again",
+                    export_dir(workdir), ", ".join(missing))
   try:
     with testpoints.point("export"):
       return _write(parts, snapshot, workdir, step, source)
@@ -137,6 +142,19 @@ def write(parts, workdir, chief=True, keep_current=True, source=None):
     logging.warning("export: nothing written to %s (%s); the checkpoints in %s are intact",
                     export_dir(workdir), first_line(e, 300), layout.checkpoint_dir(workdir))
     return None
+
+
+def _missing(workdir, manifest):
+  """What `manifest` lists as written that is not in the export (a SavedModel without its
+  saved_model.pb is not there)."""
+  out = []
+  for name in manifest.get("written", []):
+    path = os.path.join(export_dir(workdir), name)
+    if name == SERVING_DIR:
+      path = os.path.join(path, "saved_model.pb")
+    if not tf.io.gfile.exists(path):
+      out.append(name)
+  return out
 
 
 def _let_stops_through(error):
