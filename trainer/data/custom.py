@@ -16,6 +16,9 @@ The function takes no arguments and returns a dict, in one of two forms:
     ctx.get_per_replica_batch_size(global_batch_size) examples, sharded by
     ctx.input_pipeline_id (`tf.distribute.InputContext`); eval_fn(ctx) -> one pass of
     per-replica batches (x, y) or (x, y, weight), every batch full (pad with weight 0).
+    The eval takes only the batches that cover num_eval_examples (a `.repeat()` left in
+    eval_fn is harmless; fewer examples are one warning); a train dataset that ends stops
+    the run with one line.
     The global batch size is `ctx.get_per_replica_batch_size(...)`'s business: the trainer
     passes the context that strategy.distribute_datasets_from_function makes.
 
