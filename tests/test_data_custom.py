@@ -1,5 +1,5 @@
-"""trainer.data.custom: a function of yours as the dataset, arrays or tf.data, and an eval
-stream bounded by num_eval_examples."""
+"""trainer.data.custom: a function of yours as the dataset, arrays or tf.data; its mistakes
+as one line naming `dataset`, and an eval stream bounded by num_eval_examples."""
 
 import itertools
 
@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import cpu, default_config, mirrored, run_main, take
+from trainer import config as config_lib
 from trainer import data
 from trainer.data import custom
 from trainer.base.errors import ConfigError
@@ -139,3 +140,53 @@ def test_a_run_whose_eval_function_repeats_finishes(tmp_path):
   assert r.returncode == 0, r.stderr[-3000:]
   assert "eval: loss" in r.stdout and "fewer than" not in r.stderr
 
+
+# Mistakes in a function of yours: one line naming `dataset`, from a module with or without
+# dots in its name (an undotted one was reported as 'TFDS cannot build', a dotted one was a
+# traceback).
+
+BAD = '''
+import numpy as np
+
+def raises():
+  raise RuntimeError("boom")
+
+def ragged():
+  x = [np.zeros(3), np.zeros(4)]
+  return {"train": (x, [0, 1]), "eval": (x, [0, 1])}
+
+def huge_label():  # a label that is no class id: it ran out of memory
+  x, y = np.zeros((8, 4), np.float32), np.arange(8) % 2
+  y[3] = 2_000_000_000
+  return {"train": (x, y), "eval": (x, y % 2)}
+
+def huge_num_classes():
+  import tensorflow as tf
+  x, y = np.zeros((8, 4), np.float32), np.arange(8) % 2
+  ds = lambda ctx: tf.data.Dataset.from_tensor_slices((x, y)).repeat().batch(4)
+  return {"train": ds, "eval": ds, "num_train_examples": 8, "num_eval_examples": 8,
+          "num_classes": 10**7}
+'''
+
+
+@pytest.mark.parametrize("module", ["plug_bad", "plug_pkg.bad"])
+@pytest.mark.parametrize("function,message", [
+    ("raises", "raised RuntimeError: boom when called; fix the function"),
+    ("ragged", "split 'train' is not two arrays (setting an array element with a sequence"),
+    ("huge_label", "has 2,000,000,001 classes (its largest label is 2000000000); labels must "
+                   "be class ids 0..K-1 with K at most 1,000,000"),
+    ("huge_num_classes", "has 10,000,000 classes (its num_classes); labels must be class ids"),
+])
+def test_a_function_s_mistake_is_one_line_naming_dataset(tmp_path, monkeypatch, module,
+                                                         function, message):
+  monkeypatch.syspath_prepend(str(tmp_path))
+  (tmp_path / "plug_bad.py").write_text(BAD)
+  (tmp_path / "plug_pkg").mkdir()
+  (tmp_path / "plug_pkg" / "__init__.py").write_text("")
+  (tmp_path / "plug_pkg" / "bad.py").write_text(BAD)
+  name = f"{module}:{function}"
+  config = default_config(dataset=name, model="mlp", augment=False)
+  with pytest.raises(ConfigError) as info:
+    config_lib.resolve(config, cpu())  # as a run resolves it: TFDS's errors are reported there
+  assert str(info.value).startswith(f"dataset: {name!r} {message}"), str(info.value)
+  assert "\n" not in str(info.value)
