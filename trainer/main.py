@@ -77,7 +77,7 @@ def _base_config(argv):
     if saved is not None:
       source = os.path.join(workdir, layout.CONFIG)
       _source["note"] = f"no --config: resuming with the config {source} records"
-      return config_files.from_record(saved["config"]), source
+      return config_files.from_record(saved["config"], source), source
   path = config_files.default_file()
   return config_files.load_file(path), path
 
@@ -134,6 +134,10 @@ def main(argv):
   if FLAGS.cpu_devices > MAX_CPU_DEVICES:
     raise ConfigError(f"cpu_devices: must be at most {MAX_CPU_DEVICES}, got "
                       f"{FLAGS.cpu_devices}; logical CPU devices emulate replicas for testing")
+  if FLAGS.cpu_devices > 0 and FLAGS.strategy in ("cpu", "one_device"):
+    raise ConfigError(f"cpu_devices: --strategy={FLAGS.strategy} runs on one device, so "
+                      f"--cpu_devices={FLAGS.cpu_devices} would be ignored; give "
+                      f"--strategy=mirrored to run a replica on each, or leave it out")
   verbose = FLAGS.verbosity >= 1
   cli.quiet(verbose)
   start = time.monotonic()

@@ -26,7 +26,7 @@ import shutil
 from absl import logging
 import tensorflow as tf
 
-from trainer.base.errors import CheckpointError, ConfigError, user_error
+from trainer.base.errors import CheckpointError, ConfigError, first_line, user_error
 from trainer.base.fs import is_remote as _remote
 from trainer.rundir import layout
 from trainer.rundir import lease as lease_lib
@@ -63,12 +63,15 @@ class Lock:
   def __enter__(self):
     if not self._chief:
       return self
-    self._create_dirs()
     try:
+      self._create_dirs()
       if _remote(self.workdir) or not self._flock():
         self._lease = lease_lib.Lease(os.path.join(self.workdir, layout.LOCK), self._force).acquire()
-    except BaseException:
+    except BaseException as e:
       self._remove_created(held=False)
+      if isinstance(e, tf.errors.OpError):  # an unreachable gs:// bucket: a traceback before
+        raise ConfigError(f"workdir: cannot use {self.workdir} ({first_line(e, 200)}); check "
+                          f"the path and your access to it") from None
       raise
     return self
 
