@@ -22,3 +22,12 @@ def wide_mlp(input_shape, num_outputs):
   inputs = keras.Input(input_shape)
   x = keras.layers.Dense(48, activation="relu", name="hidden")(keras.layers.Flatten()(inputs))
   return keras.Model(inputs, keras.layers.Dense(num_outputs, name="logits")(x))
+
+
+def frozen_mlp(input_shape, num_outputs):
+  """config.model: a model with nothing to train (`trainable = False`)."""
+  inputs = keras.Input(input_shape)
+  model = keras.Model(inputs, keras.layers.Dense(num_outputs, name="logits")(
+      keras.layers.Flatten()(inputs)))
+  model.trainable = False
+  return model

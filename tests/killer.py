@@ -39,7 +39,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 # Events a child can be killed at: how long one usually takes (for kills "during" it).
 EVENTS = {"restore": 0.05, "write": 0.05, "loop": 0.3, "eval": 0.2, "save": 0.05,
-          "commit": 0.01, "sweep": 0.01, "summary": 0.02}
+          "commit": 0.01, "sweep": 0.01, "summary": 0.02, "export": 0.5}
 POSITIONS = ("before", "during", "after")
 
 

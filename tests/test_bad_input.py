@@ -30,9 +30,10 @@ _TF_CONFIG_OK_SHAPE = {"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": 
 #  lock), held_unlinked (held, and its lock file removed), lock_link (.lock a symlink to
 #  {afile}), stranger (someone's curves.png and export/, no run), plugin_model /
 #  plugin_dataset (config.json naming this:s / os:abort), no_config (a run's real checkpoints
-#  without its config.json), finished (a 2-step run that reached its end); env = environment
+#  without its config.json), finished (a 2-step run that reached its end), schedule_5 (its
+#  config.json's schedule hand-edited to 5); env = environment
 #  changes). Messages may name {workdir}, {pid} (the test process) and the config files
-#  {raises}, {partial}, {notcfg}, {noget}, and flags {afile}.
+#  {raises}, {partial}, {notcfg}, {noget}, {exits}, {getexits}, and flags {afile}.
 CASES = [
     ("negative total", ["--config.total_steps=-5"], "total_steps: must be an integer >= 0", {}),
     ("zero steps per loop", ["--config.steps_per_loop=0"], "steps_per_loop: must be", {}),
@@ -217,6 +218,28 @@ CASES = [
      "optimizer.lr_mults: 'conv[' is not a regular expression", {}),
     ("layer_decay above 1", ["--config.optimizer.layer_decay=1.5"],
      "optimizer.layer_decay: must be in [0, 1]", {}),
+    # Issue 21: values that would have been ignored without a word, and mistakes that were
+    # tracebacks.
+    ("momentum with adam", ["--config.optimizer.name=adam", "--config.optimizer.momentum=0.5"],
+     "optimizer.momentum: only sgd uses it, and optimizer.name is 'adam'", {}),
+    ("beta_1 with sgd", ["--config.optimizer.name=sgd", "--config.optimizer.beta_1=0.8"],
+     "optimizer.beta_1: only adam and adamw use it, and optimizer.name is 'sgd'", {}),
+    ("eval_fraction on a dataset with an eval split", ["--config.eval_fraction=0.3"],
+     "eval_fraction: 'digits' has its own eval split", {}),
+    ("cpu_devices with one device", ["--cpu_devices=2"],
+     "cpu_devices: --strategy=cpu runs on one device", {}),
+    ("a model with nothing to train", ["--config.model=tests.init_plugins:frozen_mlp"],
+     "model: 'tests.init_plugins:frozen_mlp' has no trainable weights", {"workdir": "new"}),
+    ("a checkpoint past total_steps", ["--config.total_steps=1"],
+     "total_steps: {workdir} is already at global step 2, past total_steps 1",
+     {"workdir": "finished"}),
+    ("a config file that exits", ["--config={exits}"],
+     "config: loading {exits} called sys.exit(0)", {}),
+    ("a get_config that exits", ["--config={getexits}"],
+     "config: {getexits}'s get_config() called sys.exit(0)", {}),
+    ("a hand-edited schedule of 5", [],
+     "schedule: {workdir}/config.json has 5 where an object of fields belongs",
+     {"workdir": "schedule_5"}),
 ]
 # The config files of the config-file cases.
 CONFIG_FILES = {
@@ -225,6 +248,8 @@ CONFIG_FILES = {
                 "{'dataset': 'digits', 'model': 'mlp'})\n"),
     "notcfg": "def get_config():\n  return 42\n",
     "noget": "x = 1\n",
+    "exits": "import sys\nsys.exit(0)\n",
+    "getexits": "import sys\ndef get_config():\n  sys.exit(0)\n",
 }
 # Run through a fresh interpreter too, to show the forked runs behave the same.
 REAL_INTERPRETER = ("unknown model", "resume with another seed")
@@ -242,7 +267,7 @@ def _workdir(kind, base, name):
     locked.mkdir(mode=0o555)
     return str(locked / "w")
   if kind in ("existing", "held", "held_unlinked", "lock_link", "plugin_model",
-              "plugin_dataset"):
+              "plugin_dataset", "schedule_5"):
     path = base / name
     shutil.copytree(base / "template", path)
     if kind == "lock_link":
@@ -251,6 +276,10 @@ def _workdir(kind, base, name):
       blob = json.loads((path / "config.json").read_text())
       blob["config"].update(model="this:s" if kind == "plugin_model" else "mlp",
                             dataset="os:abort" if kind == "plugin_dataset" else "digits")
+      (path / "config.json").write_text(json.dumps(blob))
+    if kind == "schedule_5":
+      blob = json.loads((path / "config.json").read_text())
+      blob["config"]["schedule"] = 5
       (path / "config.json").write_text(json.dumps(blob))
     return str(path)
   if kind == "stranger":

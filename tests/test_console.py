@@ -199,3 +199,20 @@ def test_a_run_on_a_terminal_shows_the_live_line_and_no_tf_chatter(data_dir, tmp
                   "oneDNN custom operations", "cudart_stub", "cpu_feature_guard",
                   "InitializeLog", "Compiled cluster using XLA", "tf_record_dataset_op"):
     assert chatter not in text, chatter
+
+
+def test_a_reader_that_went_away_silences_stdout_instead_of_raising(monkeypatch):
+  """`python -m trainer.main | head -1`: once the pipe's reader is gone, every later write
+  goes to /dev/null; no BrokenPipeError reaches the run (it was a traceback after the run)."""
+  read, write = os.pipe()
+  os.close(read)
+  stream = os.fdopen(write, "w")
+  monkeypatch.setattr(sys, "stdout", stream)
+  try:
+    for _ in range(3):  # the first write fails and redirects; the next ones go to /dev/null
+      console._out("x" * 100_000 + "\n")
+    stream.flush()  # what the interpreter does at exit: no second error
+    assert os.path.samestat(os.fstat(write), os.stat(os.devnull))
+  finally:
+    monkeypatch.undo()
+    stream.close()

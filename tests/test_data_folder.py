@@ -433,3 +433,81 @@ def test_a_bad_image_is_one_line_and_exit_2_through_main(tmp_path):
   last = result.stderr.strip().splitlines()[-1]
   assert last.startswith("error: dataset: ") and f"red{os.sep}zz.png" in last, last
   assert not os.path.exists(workdir)  # refused before anything was written
+
+
+# A resume checks the files (config.json's "data"), not only the steps per epoch.
+
+def _folder_run(root, total_steps=4, **fields):
+  from tests.conftest import default_config  # pylint: disable=g-import-not-at-top
+  return default_config(dataset=f"folder:{root}", model="mlp", image_size=8,
+                        total_steps=total_steps, steps_per_loop=2, eval_every=0,
+                        checkpoint_every=2, global_batch_size=6,
+                        **{"schedule.warmup_fraction": 0.0, "schedule.warmup_steps": 1}, **fields)
+
+
+def _train(config, workdir, **kwargs):
+  from tests.conftest import cpu  # pylint: disable=g-import-not-at-top
+  from trainer.data import sources  # pylint: disable=g-import-not-at-top
+  from trainer.run import train  # pylint: disable=g-import-not-at-top
+  sources._cached_info.cache_clear()  # the files changed: decode them again, as a new process
+  return train.train_and_evaluate(config, workdir, cpu(), **kwargs)
+
+
+@pytest.mark.slow
+def test_a_resume_on_changed_files_is_refused_and_allowed_with_the_flag(tmp_path):
+  root = make_tree(str(tmp_path / "d"), per_class=5)
+  workdir = str(tmp_path / "w")
+  _train(_folder_run(root), workdir)
+  with open(os.path.join(workdir, "config.json")) as f:
+    recorded = json.load(f)["data"]
+  assert recorded["images"] == {"blue": [4, 1], "green": [4, 1], "red": [4, 1]}
+  # The same counts and names, one image redrawn: the steps per epoch cannot tell.
+  solid((1, 2, 3), (10, 30)).save(os.path.join(root, "red", "img00.png"))
+  with pytest.raises(ConfigError) as e:
+    _train(_folder_run(root, total_steps=8), workdir)
+  assert one_line_error(e).startswith(f"dataset: cannot resume {workdir} was trained on "
+                                            f"other data: folder:{root} changed since (the "
+                                            f"same images per class, but other files")
+  # An image moved to another class: the counts say which.
+  os.rename(os.path.join(root, "red", "img04.png"), os.path.join(root, "blue", "img09.png"))
+  with pytest.raises(ConfigError, match="class 'blue' had 4 train and 1 eval images, now"):
+    _train(_folder_run(root, total_steps=8), workdir)
+  with open(os.path.join(workdir, "config.json")) as f:
+    assert json.load(f)["data"] == recorded  # refused: nothing rewritten
+  result = _train(_folder_run(root, total_steps=8), workdir, allow_config_change=True)
+  assert result["step"] == 8
+  with open(os.path.join(workdir, "config.json")) as f:
+    assert json.load(f)["data"]["images"]["blue"] != recorded["images"]["blue"]
+  # Unchanged since: the finished run is accepted without the flag.
+  assert _train(_folder_run(root, total_steps=8), workdir)["step"] == 8
+
+
+def test_fingerprint_change_names_what_changed():
+  from trainer.data import fingerprint  # pylint: disable=g-import-not-at-top
+  old = {"images": {"a": [4, 1], "b": [4, 1]}, "files": "x"}
+  assert fingerprint.change(old, dict(old)) == ""
+  assert fingerprint.change(None, old) == ""  # a config.json from before fingerprints
+  assert fingerprint.change(old, {**old, "files": "y"}).startswith("the same images per class")
+  assert fingerprint.change(old, {"images": {"a": [4, 1]}, "files": "y"}) == "class 'b' removed"
+  assert fingerprint.change(old, {"images": {**old["images"], "c": [1, 0]}, "files": "x"}) == (
+      "class 'c' added")
+  # Content, not only names and sizes: one byte changed is another fingerprint.
+  splits = {"train": [("r/a/1.png", 0)], "eval": []}
+  one = fingerprint.of_folder(["a"], splits, {"train": [(10, "00ff")], "eval": []})
+  two = fingerprint.of_folder(["a"], splits, {"train": [(10, "00fe")], "eval": []})
+  assert one["images"] == two["images"] == {"a": [1, 0]} and one["files"] != two["files"]
+
+
+def test_a_workdir_inside_the_dataset_and_data_dir_are_refused(tmp_path):
+  root = make_tree(str(tmp_path / "d"), per_class=3)
+  inside = os.path.join(root, "runs", "a")
+  with pytest.raises(ConfigError) as e:
+    _train(_folder_run(root), inside)
+  assert one_line_error(e).startswith(f"workdir: {inside} is inside the directory of "
+                                            f"dataset 'folder:{root}'")
+  assert not os.path.exists(os.path.join(root, "runs"))  # nothing written into the data
+  with pytest.raises(ConfigError, match=r"^data_dir: 'folder:.*' reads its own directory"):
+    _train(_folder_run(root, data_dir=str(tmp_path / "tfds")), str(tmp_path / "w"))
+  assert not os.path.exists(tmp_path / "w")
+  assert folder.contains(f"folder:{root}", root) and not folder.contains(f"folder:{root}",
+                                                                         root + "2")

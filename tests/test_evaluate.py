@@ -294,7 +294,8 @@ def bad_cases(run_dir, tmp_path):
   garbage.mkdir()
   (garbage / "config.json").write_text("{not json")
   plugged = {}
-  for name, field, value in (("aborts", "dataset", "os:abort"), ("zen", "model", "this:s")):
+  for name, field, value in (("aborts", "dataset", "os:abort"), ("zen", "model", "this:s"),
+                             ("schedule", "schedule", 5)):  # a TypeError once
     plugged[name] = tmp_path / name  # issue 21, item 5: os.abort() ran; `this` was imported
     shutil.copytree(run_dir, plugged[name])
     with open(plugged[name] / "config.json") as f:
@@ -315,6 +316,8 @@ def bad_cases(run_dir, tmp_path):
       ([f"--workdir={a_file}"], "is a file"),
       ([f"--workdir={empty}"], "has no config.json"),
       ([f"--workdir={garbage}"], "config.json is unreadable"),
+      ([f"--workdir={plugged['schedule']}"],
+       f"schedule: {plugged['schedule']}/config.json has 5 where an object of fields belongs"),
       ([f"--workdir={not_trained}"], "no checkpoint in"),
       ([f"--workdir={run_dir}", "--checkpoint=9"], "no checkpoint of step 9"),
       ([f"--workdir={not_trained}", "--export"], "no export in"),
@@ -329,6 +332,11 @@ def test_user_mistakes_are_one_line_and_exit_2(finished_run, tmp_path):  # noqa:
   run_dir = str(tmp_path / "run")
   shutil.copytree(finished_run[0], run_dir, ignore=shutil.ignore_patterns("export"))
   cases = bad_cases(run_dir, tmp_path)
+  no_serving = tmp_path / "no_serving"  # an OSError traceback once
+  shutil.copytree(finished_run[0], no_serving)
+  shutil.rmtree(no_serving / "export" / "serving")
+  cases.append(([f"--workdir={no_serving}", "--export"],
+                f"export: {no_serving}/export has no serving/ (it is missing)"))
   before = snapshot(str(tmp_path))
   for args, words in cases:
     r = run_evaluate(*args, cwd=str(tmp_path), timeout=60)

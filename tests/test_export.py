@@ -372,6 +372,63 @@ def test_a_rerun_of_a_finished_run_keeps_its_export(finished_run, data_dir, tmp_
   assert "already the model at step 24; kept" in caplog.text
 
 
+def test_a_rerun_of_a_finished_run_repairs_an_export_that_lost_a_file(finished_run, data_dir,
+                                                                      tmp_path, caplog):
+  """export.json lists model.keras and serving/: a rerun checks they are there (it kept an
+  export without its model.keras)."""
+  workdir = str(tmp_path / "w")
+  shutil.copytree(finished_run[0], workdir)
+  os.remove(os.path.join(workdir, "export", "model.keras"))
+  with caplog.at_level("INFO", logger="absl"):
+    train.train_and_evaluate(small_run(data_dir, **FINISHED), workdir, cpu(), progress=False)
+  assert "lost model.keras since it was written; writing it again" in caplog.text
+  manifest = export.read_manifest(workdir)
+  assert manifest["step"] == 24 and sorted(manifest["written"]) == ["model.keras", "serving"]
+  assert export._missing(workdir, manifest) == []  # pylint: disable=protected-access
+  keras.models.load_model(os.path.join(workdir, "export", "model.keras"))
+  os.remove(os.path.join(workdir, "export", "serving", "saved_model.pb"))  # a gutted SavedModel
+  assert export._missing(workdir, manifest) == ["serving"]  # pylint: disable=protected-access
+
+
+@pytest.mark.slow
+def test_a_signal_during_the_export_stops_at_once_and_the_same_command_exports(data_dir,
+                                                                               tmp_path):
+  """The final checkpoint is written before the export, so a signal there stops at once
+  (exit 4 / 130) with a line saying a rerun exports; a second Ctrl-C was swallowed by the
+  export's `except Exception` (exit 0, model.keras missing, a false 'cannot be saved')."""
+  from tests import killer  # pylint: disable=g-import-not-at-top
+  run = ["--strategy=cpu", f"--config.data_dir={data_dir}", "--config.model=mlp",
+         "--config.total_steps=8", "--config.steps_per_loop=4", "--config.eval_every=0",
+         "--config.global_batch_size=32"]
+  cases = {  # name: (signal, times, position, exit status, what the line starts with)
+      "ctrl-c twice inside": ("SIGINT", 2, "during", 130, "interrupted (Ctrl-C)"),
+      "ctrl-c": ("SIGINT", 1, "before", 130, "interrupted (Ctrl-C)"),
+      "sigterm": ("SIGTERM", 1, "before", 4, "preempted (SIGTERM)")}
+  workdirs = {name: str(tmp_path / name.replace(" ", "_")) for name in cases}
+  results = killer.run_matrix([
+      {"argv": [f"--workdir={workdirs[name]}", *run],
+       "hook": {"event": "export", "at": 1, "position": position, "delay": 0.2,
+                "signal": signal_, "signals": times}}
+      for name, (signal_, times, position, _, _) in cases.items()], str(tmp_path), main_env())
+  for (name, (_, _, position, code, what)), result in zip(cases.items(), results):
+    err, workdir = result["stderr"], workdirs[name]
+    assert result["exit"] == code, (name, err[-3000:])
+    assert err.strip().splitlines()[-1] == (
+        f"{what} after training: stopped at once; the final checkpoint is written: run the "
+        f"same command again to evaluate and export it"), name
+    assert "Traceback" not in err and "cannot be saved" not in err, name
+    assert tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints")).endswith("ckpt-8")
+    assert not glob.glob(os.path.join(workdir, "export.*")), name  # no temporary left
+    if position == "before":
+      assert not os.path.exists(os.path.join(workdir, "export")), name
+  rerun = subprocess.run([sys.executable, "-m", "trainer.main",
+                          f"--workdir={workdirs['sigterm']}", *run], env=main_env(),
+                         capture_output=True, text=True, timeout=600)
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  manifest = export.read_manifest(workdirs["sigterm"])
+  assert manifest["step"] == 8 and sorted(manifest["written"]) == ["model.keras", "serving"]
+
+
 def test_export_goes_through_tf_filesystems(restored):
   workdir = "ram://trainer_test_export/w"
   export.write(restored, workdir)

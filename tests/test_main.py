@@ -128,3 +128,18 @@ def test_what_a_new_user_reads_off_a_terminal(tmp_path):
   assert "DatasetInfo(" not in text and "Plan(" not in text
   assert r.stdout.count("done: step 8 in ") == 1 and "done: {" not in text
   assert "examples/s after the first loop" in r.stdout
+
+
+def test_a_closed_stdout_neither_ends_the_run_nor_prints_a_traceback(data_dir, tmp_path):
+  """`python -m trainer.main | true`: the reader is gone before the first line."""
+  workdir = tmp_path / "w"
+  proc = subprocess.Popen(
+      [sys.executable, "-m", "trainer.main", f"--workdir={workdir}", "--strategy=cpu",
+       f"--config.data_dir={data_dir}", "--config.model=mlp", "--config.total_steps=4",
+       "--config.steps_per_loop=2", "--config.eval_every=0"],
+      cwd=tmp_path, env=main_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  proc.stdout.close()
+  _, stderr = proc.communicate(timeout=600)
+  assert proc.returncode == 0, stderr[-3000:]
+  assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr[-3000:]
+  assert (workdir / "export" / "model.keras").exists()  # the run went on to its end

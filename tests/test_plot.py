@@ -67,6 +67,25 @@ def test_command_line_bad_value_exits_2_with_one_line(tmp_path):
   assert not (tmp_path / "no.png").exists()
 
 
+def test_command_line_mistakes_about_where_to_write_are_one_line(tmp_path):
+  (tmp_path / "adir").mkdir()
+  run = tmp_path / "run"
+  run.mkdir()
+  for args, words in [
+      ([f"--out={tmp_path / 'missing' / 'x.png'}"],
+       f"error: out: the directory '{tmp_path / 'missing'}' does not exist"),
+      ([f"--out={tmp_path / 'adir'}"], f"error: out: '{tmp_path / 'adir'}' is a directory"),
+      ([f"--workdir={run}", f"--config={REPO}/configs/default.py",
+        f"--out={tmp_path / 'x.png'}"],
+       "error: workdir: --workdir draws a run's curves; --config would be ignored"),
+  ]:
+    r = _run(*args, cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, (args, r.stderr[-2000:])
+    assert r.stderr.strip().splitlines()[-1].startswith(words), (args, r.stderr[-2000:])
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["adir", "run"]  # nothing written
+  assert not any((tmp_path / "adir").iterdir())
+
+
 def test_command_line_plots_a_configs_resolved_schedule(tmp_path):
   out = tmp_path / "default.png"
   r = _run(f"--config={REPO}/configs/default.py", f"--out={out}", cwd=tmp_path)

@@ -7,10 +7,12 @@ and a checkpoint being written then is committed first, never left half-way.
 """
 
 import os
+import select
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -134,6 +136,50 @@ def test_a_second_ctrl_c_during_a_save_commits_it_then_stops(tmp_path):
   assert checkpoints.unreadable(os.path.join(directory, "ckpt-2")) is None
 
 
+@pytest.mark.parametrize("signum,error", [(signal.SIGTERM, Preempted),
+                                          (signal.SIGINT, Interrupted)])
+def test_after_training_a_signal_stops_at_once_and_says_a_rerun_exports(signum, error):
+  """The export comes after the final checkpoint: no loop is left to finish, so a signal
+  there stops at once (it printed 'checkpointing at the end of this loop' and exited 0)."""
+  with pytest.raises(error) as info:
+    with preemption.Watcher(cpu()) as watcher:
+      watcher.started()
+      watcher.ended()
+      os.kill(os.getpid(), signum)
+      time.sleep(5)  # the handler raises here, at once
+  assert info.value.step is None
+  assert str(info.value) == (f"{error.what} after training: stopped at once; the final "
+                             f"checkpoint is written: run the same command again to evaluate "
+                             f"and export it")
+
+
+def test_a_sigterm_during_the_final_eval_stops_when_training_ends():
+  """No loop boundary follows the final eval: the flag it set is read when training ends."""
+  with pytest.raises(Preempted) as info:
+    with preemption.Watcher(cpu()) as watcher:
+      watcher.started()
+      os.kill(os.getpid(), signal.SIGTERM)
+      time.sleep(0.1)
+      watcher.ended()
+  assert str(info.value).startswith("preempted (SIGTERM) after training: stopped at once")
+
+
+def test_a_run_off_the_main_thread_says_once_that_signals_are_not_handled(caplog, monkeypatch):
+  monkeypatch.setattr(preemption, "_warned_thread", [])
+
+  def run():
+    with preemption.Watcher(cpu()) as watcher:
+      watcher.started()
+
+  for _ in range(2):
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+  said = [r.getMessage() for r in caplog.records if "not in the main thread" in r.getMessage()]
+  assert len(said) == 1 and "\n" not in said[0], said
+  assert "SIGTERM and Ctrl-C are not handled" in said[0]
+
+
 # The watchdog: a main thread that does not come back still ends, with the one line.
 
 _STUCK = textwrap.dedent("""
@@ -168,6 +214,49 @@ def test_the_watchdog_ends_a_process_stuck_after_a_stop_at_once(signum, code):
   assert "stopped at once" in err.strip().splitlines()[-1] and "Traceback" not in err
 
 
+_TRAINING = textwrap.dedent("""
+    import sys, time, types
+    sys.path.insert(0, {repo!r})
+    from trainer.base import preemption, watchdog
+    watchdog.STOP_SECONDS = 2.0
+    preemption.startup()
+    strategy = types.SimpleNamespace(extended=types.SimpleNamespace())
+    with preemption.Watcher(strategy) as watcher:
+      watcher.started()  # training: SIGTERM asks for a stop at the next loop boundary
+      print("ready", flush=True)
+      if {picks_up}:  # a boundary picks it up, then a save longer than the bound
+        while not watcher.requested():
+          time.sleep(0.05)
+        time.sleep(watchdog.STOP_SECONDS + 1.5)
+        print("saved", flush=True)
+      else:  # an eval whose input never ends: no boundary comes
+        while True:
+          time.sleep(60)
+    """)
+
+
+@pytest.mark.parametrize("picks_up", [False, True], ids=["stuck", "picked-up"])
+def test_a_sigterm_no_loop_boundary_picks_up_stops_at_once_after_stop_seconds(picks_up):
+  """An eval that never ends never reaches a loop boundary: SIGTERM did nothing and only
+  kill -9 ended the run. Picked up in time, the stop waits for its checkpoint however long."""
+  proc = subprocess.Popen([sys.executable, "-c", _TRAINING.format(repo=REPO, picks_up=picks_up)],
+                          text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+  assert proc.stdout.readline().strip() == "ready"
+  start = time.monotonic()
+  proc.send_signal(signal.SIGTERM)
+  out, err = proc.communicate(timeout=60)
+  seconds = time.monotonic() - start
+  if picks_up:
+    assert proc.returncode == 0 and out.strip() == "saved", err
+    return
+  assert proc.returncode == 4, err
+  assert 1.5 <= seconds < 2 + 5, seconds
+  last = err.strip().splitlines()[-1]
+  assert last.startswith("preempted (SIGTERM): stopped at once, no loop ended within 2 s of the "
+                         "signal"), last
+  assert "Traceback" not in err
+
+
 # Real runs.
 
 
@@ -180,13 +269,22 @@ def _start(workdir, data_dir, *flags):
   return proc, args
 
 
-def _wait_for(proc, text):
-  lines = []
-  for line in proc.stdout:
-    lines.append(line)
-    if text in line:
-      return lines
-  raise AssertionError("".join(lines)[-3000:])
+def _wait_for(proc, text, timeout=300):
+  """Reads the child's output until a line has `text`; fails (and kills it) after `timeout`
+  seconds rather than hang when the line never comes."""
+  seen, deadline = "", time.monotonic() + timeout
+  fd = proc.stdout.fileno()  # read unbuffered: select() cannot see what a buffer holds
+  while time.monotonic() < deadline:
+    if not select.select([fd], [], [], 1.0)[0]:
+      continue
+    chunk = os.read(fd, 65536).decode(errors="replace")
+    if not chunk:
+      break
+    seen += chunk
+    if text in seen:
+      return seen.splitlines(keepends=True)
+  proc.kill()
+  raise AssertionError(f"no {text!r} in: " + seen[-3000:])
 
 
 def test_sigterm_checkpoints_exits_4_and_the_rerun_resumes(data_dir, tmp_path):
@@ -197,6 +295,14 @@ def test_sigterm_checkpoints_exits_4_and_the_rerun_resumes(data_dir, tmp_path):
   _wait_for(proc, "train step 10/100000")  # really training (its first loop's line)
   time.sleep(1)  # well past the step-10 boundary: the signal lands in a later loop
   proc.send_signal(signal.SIGTERM)
+  # A supervisor insisting, every 0.2 s until the process is gone: one lands while it
+  # checkpoints, unwinds and while Python finalises, which put the default action back (the
+  # run ended with 143, and workstation.sh, which retries on 4, gave up).
+  deadline = time.monotonic() + 120
+  while proc.poll() is None and time.monotonic() < deadline:
+    time.sleep(0.2)
+    if proc.poll() is None:
+      proc.send_signal(signal.SIGTERM)
   out, _ = proc.communicate(timeout=120)
   assert proc.returncode == 4, out[-2000:]
   step = iterations(str(workdir))
@@ -259,11 +365,16 @@ def test_ctrl_c_twice_stops_inside_a_long_loop_without_a_traceback(data_dir, tmp
   assert not os.path.exists(os.path.join(workdir, "checkpoints", "checkpoint"))
 
 
+# The set-up line (strategy; data; precision; plan), printed after the checks and before the
+# build (it printed the Plan's repr once, and the test waited for that).
+_SET_UP = "replica on CPU:0; digits: "
+
+
 @pytest.mark.parametrize("wait_for,flags", [
     # After the checks, while it builds, restores and compiles.
-    ("plan Plan(", ["--config.total_steps=200", "--config.steps_per_loop=100"]),
+    (_SET_UP, ["--config.total_steps=200", "--config.steps_per_loop=100"]),
     # Inside a first loop that runs for a long time (compiled C++: the watchdog's case).
-    ("plan Plan(", ["--config.total_steps=4000000", "--config.steps_per_loop=4000000"]),
+    (_SET_UP, ["--config.total_steps=4000000", "--config.steps_per_loop=4000000"]),
 ], ids=["build", "first-loop"])
 def test_sigterm_during_start_up_exits_4_promptly_and_writes_nothing_half(
     data_dir, tmp_path, wait_for, flags):
@@ -292,3 +403,65 @@ def test_sigterm_during_start_up_exits_4_promptly_and_writes_nothing_half(
     r = run_main(*args, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert iterations(str(workdir)) == 200
+
+
+_HANGING_EVAL = textwrap.dedent("""
+    import time
+    import numpy as np
+    import tensorflow as tf
+
+    def streams():
+      x = np.random.default_rng(0).normal(size=(256, 4)).astype(np.float32)
+      y = (x[:, 0] > 0).astype(np.int32)
+
+      def train(ctx):
+        return tf.data.Dataset.from_tensor_slices((x, y)).repeat().batch(32)
+
+      def never(): # an input that never gives its first batch
+        time.sleep(10**6)
+        yield x[:32], y[:32]
+
+      def eval_(ctx):
+        return tf.data.Dataset.from_generator(never, output_signature=(
+            tf.TensorSpec((32, 4), tf.float32), tf.TensorSpec((32,), tf.int32)))
+
+      return {"train": train, "eval": eval_, "num_train_examples": 256,
+              "num_eval_examples": 64, "num_classes": 2}
+    """)
+
+
+@pytest.mark.slow
+def test_sigterm_during_an_eval_that_never_ends_stops_within_stop_seconds(tmp_path):
+  """The eval waits in C++ for an input that never comes: no loop boundary, no Python
+  handler. The watchdog stops the run STOP_SECONDS after the signal, exit 4, the step-10
+  checkpoint intact (only kill -9 ended it before)."""
+  (tmp_path / "plug_hang.py").write_text(_HANGING_EVAL)
+  workdir = tmp_path / "w"
+  proc = subprocess.Popen(
+      [sys.executable, "-m", "trainer.main", f"--workdir={workdir}", "--strategy=cpu",
+       "--config.dataset=plug_hang:streams", "--config.model=mlp", "--config.augment=False",
+       "--config.global_batch_size=32", "--config.total_steps=1000",
+       "--config.steps_per_loop=10", "--config.checkpoint_every=10", "--config.eval_every=20"],
+      cwd=tmp_path, env=main_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+      text=True)
+  try:
+    _wait_for(proc, "train step 10/1000")  # the first loop's line (later ones: every 30 s)
+    deadline = time.monotonic() + 60
+    while not os.path.exists(workdir / "checkpoints" / "ckpt-10.index"):
+      assert time.monotonic() < deadline
+      time.sleep(0.2)
+    time.sleep(3)  # the second loop ran: the eval at step 20 started, and never ends
+    start = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=preemption.STOP_SECONDS + 60)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+  seconds = time.monotonic() - start
+  assert proc.returncode == 4, out[-3000:]
+  assert preemption.STOP_SECONDS - 1 <= seconds < preemption.STOP_SECONDS + 10, seconds
+  last = out.strip().splitlines()[-1]
+  assert last.startswith("preempted (SIGTERM): stopped at once, no loop ended within 20 s"), last
+  assert "Traceback" not in out
+  assert iterations(str(workdir)) == 10
+  _no_half_written_files(str(workdir))

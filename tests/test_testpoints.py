@@ -42,7 +42,7 @@ def test_installing_again_replaces_the_callback():
 
 def test_unknown_names_are_refused():
   with pytest.raises(ValueError, match=r"^unknown hook point 'checkpoint'; allowed: restore, "
-                                       r"write, loop, eval, save, summary$"):
+                                       r"write, loop, eval, save, summary, export$"):
     testpoints.install("checkpoint", lambda name, position: None)
   with testpoints.point("save"):  # nothing was installed under any name
     pass

@@ -565,3 +565,29 @@ def test_a_second_trainer_on_a_running_workdir_exits_2_naming_the_first(data_dir
     first.send_signal(signal.SIGTERM)
     first.communicate(timeout=120)
   assert first.returncode == 4
+
+
+def test_an_unreachable_remote_workdir_is_one_line(monkeypatch):
+  """A gs:// bucket that does not exist, no credentials or no network: TF raises an OpError
+  (FailedPreconditionError for an unresolvable host), which was a traceback from lock.py.
+  The failure is injected at tf.io.gfile: CI has no network to be refused by."""
+  from trainer.rundir import record  # pylint: disable=g-import-not-at-top
+
+  def unreachable(*args, **kwargs):
+    raise tf.errors.FailedPreconditionError(
+        None, None, "Error executing an HTTP request: libcurl code 6 meaning 'Could not "
+        "resolve hostname'\n when reading metadata of gs://no-such-bucket/w")
+
+  for name in ("exists", "makedirs", "isdir"):
+    monkeypatch.setattr(tf.io.gfile, name, unreachable)
+  workdir = "gs://no-such-bucket/w"
+  for call in (lambda: record.read_config_json(workdir), lambda: record.read_run(workdir),
+               lambda: lock_lib.Lock(workdir).__enter__()):
+    with pytest.raises(ConfigError) as e:
+      call()
+    message = str(e.value)
+    assert message.startswith(f"workdir: cannot use {workdir} (") and "\n" not in message
+    assert "Could not resolve hostname" in message and message.endswith("access to it")
+  # A local path is not turned into this message: its OSError means something else.
+  with pytest.raises(ConfigError, match="no such directory"):
+    record.read_run("/no/such/local/run")

@@ -71,8 +71,9 @@ def load_config(workdir, data_dir="", plugins_named=()):
     ConfigError: no run, or config.json names a plug-in (code) that is not in
       `plugins_named` (the `package.module:function` values the caller accepts; True: all).
   """
-  config = config_files.from_record(record.read_run(workdir)["config"])
-  plugins.check_named(config, os.path.join(workdir, layout.CONFIG), plugins_named,
+  source = os.path.join(workdir, layout.CONFIG)
+  config = config_files.from_record(record.read_run(workdir)["config"], source)
+  plugins.check_named(config, source, plugins_named,
                       how="pass plugins_named=[{value!r}]")
   if data_dir:
     config.data_dir = data_dir

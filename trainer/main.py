@@ -79,6 +79,10 @@ def main(argv):
   if FLAGS.cpu_devices > MAX_CPU_DEVICES:
     raise ConfigError(f"cpu_devices: must be at most {MAX_CPU_DEVICES}, got "
                       f"{FLAGS.cpu_devices}; logical CPU devices emulate replicas for testing")
+  if FLAGS.cpu_devices > 0 and FLAGS.strategy in ("cpu", "one_device"):
+    raise ConfigError(f"cpu_devices: --strategy={FLAGS.strategy} runs on one device, so "
+                      f"--cpu_devices={FLAGS.cpu_devices} would be ignored; give "
+                      f"--strategy=mirrored to run a replica on each, or leave it out")
   verbose = FLAGS.verbosity >= 1
   cli.quiet(verbose)
   start = time.monotonic()
@@ -124,7 +128,10 @@ def _print_lr_mults(spec):
 
 
 def run():
-  app.run(errors.exit_on_error(main), flags_parser=lambda argv: CONFIG.parse(argv, _usage))
+  try:
+    app.run(errors.exit_on_error(main), flags_parser=lambda argv: CONFIG.parse(argv, _usage))
+  finally:  # SystemExit with the status decided: a signal must not change it now
+    preemption.exiting()
 
 
 if __name__ == "__main__":

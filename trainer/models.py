@@ -167,7 +167,8 @@ def build(name, input_shape, num_outputs, fn=None):
     fn: the model function, if already looked up (`RunSpec.model_fn`); else `lookup(name)`.
 
   Raises:
-    ConfigError: the function did not return a Keras model, or one with the wrong outputs.
+    ConfigError: the function did not return a Keras model, one with the wrong outputs, or one
+      with nothing trainable.
   """
   with _fresh_names():
     model = (fn or lookup(name))(input_shape=tuple(input_shape), num_outputs=num_outputs)
@@ -180,6 +181,12 @@ def build(name, input_shape, num_outputs, fn=None):
   if len(shape) != 2 or shape[-1] != num_outputs:
     raise ConfigError(f"model: {name!r} outputs shape {shape}; the task needs "
                       f"(None, {num_outputs}) for inputs of shape {tuple(input_shape)}")
+  # Checked here, before the run writes anything (the builder runs before config.json): the
+  # gradient step of a model with nothing to train failed with 'not enough values to unpack'.
+  if not model.trainable_weights:
+    raise ConfigError(f"model: {name!r} has no trainable weights ({len(model.weights)} "
+                      f"weights, all frozen: trainable = False?); a run needs something to "
+                      f"train")
   return model
 
 

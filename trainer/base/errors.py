@@ -68,9 +68,10 @@ class Stopped(TrainerError):
   prefix = ""  # not a failure: rerun the same command to resume
   what, at_once = "stopped", "stopped at once"
 
-  def __init__(self, step=None):
+  def __init__(self, step=None, at_once=None):
+    """`at_once`: what follows `what` for a stop at once (default: the start-up wording)."""
     if step is None:
-      message = self.what + self.at_once
+      message = self.what + (self.at_once if at_once is None else at_once)
     else:
       message = (f"{self.what}: checkpoint written at global step {step}; run the same "
                  f"command again to resume")
@@ -126,20 +127,32 @@ def user_error(error):
     return error
   if isinstance(error, KeyboardInterrupt):  # before the trainer's handler was installed
     return Interrupted()
-  # A stop at once raised by a signal handler inside a library that re-raises its own error
-  # (TF's tracing turns it into a StagingError, the original in __context__).
-  seen, inner = set(), error.__cause__ or error.__context__
-  while inner is not None and id(inner) not in seen:
-    if isinstance(inner, (Preempted, Interrupted)):
-      return inner
-    seen.add(id(inner))
-    inner = inner.__cause__ or inner.__context__
+  stop = stop_in(error)
+  if stop is not None:
+    return stop
   oom = isinstance(error, MemoryError) or (
       type(error).__name__ == "ResourceExhaustedError" and "OOM" in str(error))
   if oom:
     return ConfigError(f"global_batch_size: out of memory ({first_line(error)}); "
                        f"the global batch (or the model at that batch) does not fit on this "
                        f"hardware: use a smaller global_batch_size")
+  return None
+
+
+def stop_in(error):
+  """The stop by a signal (`Preempted`, `Interrupted`) that `error` is or carries, else None.
+
+  A signal handler raises it wherever the main thread is, also inside a library that re-raises
+  its own error (TF's tracing turns it into a StagingError, the original in __context__), or
+  inside code of ours that catches `Exception` to carry on (the export): that code must let it
+  through.
+  """
+  seen, inner = set(), error
+  while inner is not None and id(inner) not in seen:
+    if isinstance(inner, (Preempted, Interrupted)):
+      return inner
+    seen.add(id(inner))
+    inner = inner.__cause__ or inner.__context__
   return None
 
 

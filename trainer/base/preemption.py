@@ -10,57 +10,58 @@ Cloud TPU and spot VMs); a person presses Ctrl-C.
 - **Training** (`Watcher.started()`, called after the first loop): SIGTERM and the first
   Ctrl-C only set a flag, read at the next loop boundary (`Watcher.requested()`); the
   Controller finishes the loop, checkpoints and stops (exit 4 / 130). A second Ctrl-C stops at
-  once. On multi-worker runs the flags are all-reduced, so every worker stops at the same step
-  (a worker that stopped alone would leave the others waiting in a collective).
+  once. A SIGTERM that no loop boundary picks up within `STOP_SECONDS` (the main thread stuck,
+  e.g. in an eval whose input never ends) stops at once too, exit 4, the latest checkpoint
+  intact. On multi-worker runs the flags are all-reduced, so every worker stops at the same
+  step (a worker that stopped alone would leave the others waiting in a collective).
+- **After training** (`Watcher.ended()`: the final checkpoint is written; the export is
+  next): SIGTERM and Ctrl-C stop at once again, exit 4 / 130, with a line that says a rerun
+  of the same command writes the export.
+- **Exiting** (`exiting()`, the entry points' last step): signals are ignored, so the exit
+  status decided stays the one the process ends with.
 
-Promptness. Python runs signal handlers in the main thread between bytecodes, so a main
-thread inside a long C++ call (an XLA compilation, a long loop) runs them only when the call
-returns. A watchdog thread wakes on the signal itself (`signal.set_wakeup_fd`): if a stop at
-once has not ended the process within `GRACE_SECONDS`, it runs the `on_hard_exit` callbacks
-(a gs:// lease is released there), writes the same one line and ends the process with
-`os._exit`. Ending anywhere is safe: everything the trainer writes is committed by a rename
-(config.json, PNGs) or by TF's checkpoint state file, so a process that stops mid-write leaves
-the previous version whole (tests/test_kill.py SIGKILLs at every such point).
+Promptness: `trainer.base.watchdog` ends a process whose main thread does not come back
+within `GRACE_SECONDS` of a stop at once (or `STOP_SECONDS` of a SIGTERM in training).
 
 A checkpoint save is a critical section (`critical()`): a stop at once that arrives during
 one is raised when the save has committed (the watchdog still bounds the wait).
 
 Only the main thread can install handlers; elsewhere (a notebook's worker thread) signals keep
-their previous handling.
+their previous handling, and the run says so once, at its start.
 """
 
-import atexit
 import contextlib
-import os
 import signal
-import sys
 import threading
 
 from absl import logging
 
+from trainer.base import watchdog
 from trainer.base.errors import Interrupted, Preempted
+from trainer.base.watchdog import GRACE_SECONDS, STOP_SECONDS  # noqa: F401  (this API)
 
-GRACE_SECONDS = 5.0  # a stop at once that has not ended the process by then is forced
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_state = watchdog.state
+_ENDED = (" after training: stopped at once; the final checkpoint is written: run the same "
+          "command again to evaluate and export it")
+_warned_thread = []
 
 
-class _State:
-  """Process-wide: one run trains at a time, and the watchdog reads this from its thread."""
-
-  def __init__(self):
-    self.training = False  # past start-up: SIGTERM and a first Ctrl-C only set flags
-    self.critical = 0  # depth of critical sections (checkpoint saves)
-    self.pending = None  # a stop-at-once error deferred by a critical section
-    self.requested = None  # the stop at once asked for, until it unwinds through a Watcher
-    self.watchdog_sigints = 0
-    self.timer = None
-    self.unwound = False  # the run's code unwound through its Watcher with an exception
-    self.exiting = False
-    self.wakeup = None  # (read fd, write fd) of the watchdog's pipe
-    self.callbacks = []
+def _at_once(error):
+  """The stop at once of the current phase: `error` is Preempted or Interrupted."""
+  return error(at_once=_ENDED) if _state.ended else error()
 
 
-_state = _State()
+def _stuck():
+  """The stop of a SIGTERM that no loop boundary picked up in time."""
+  return Preempted(at_once=(
+      f": stopped at once, no loop ended within {watchdog.STOP_SECONDS:g} s of the signal (the "
+      f"main thread is stuck, e.g. in an eval whose input never ends); nothing written since "
+      f"the latest checkpoint; run the same command again to resume from it"))
+
+
+_state.at_once = _at_once
+_state.stuck = _stuck
 
 
 def _unraisable(hook):
@@ -77,18 +78,33 @@ def _unraisable(hook):
   return quiet
 
 
+def _main_thread():
+  return threading.current_thread() is threading.main_thread()
+
+
 def startup():
   """Makes SIGTERM and Ctrl-C stop the process at once (exit 4 / 130): for `trainer.main`,
   before it imports TensorFlow and builds the strategy. A `Watcher` later takes over."""
-  if threading.current_thread() is not threading.main_thread():
+  if not _main_thread():
     return
-
-  _state.training = False
+  _state.training = _state.ended = _state.unwound = False
   _state.watchdog_sigints = 0
   _state.requested = None
   for signum in _SIGNALS:
     signal.signal(signum, _stop_at_once_handler)
-  _install_wakeup()
+  watchdog.install_wakeup(_unraisable)
+
+
+def exiting():
+  """The process is ending with its exit status decided: ignore SIGTERM and Ctrl-C from now
+  on. Python's finalisation puts the default action back for a signal with a Python handler,
+  but leaves SIG_IGN as it is (CPython Modules/signalmodule.c, `_PySignal_Fini`), so without
+  this a SIGTERM a second after the first (a supervisor insisting) ended a preempted run with
+  143 instead of 4, and a launcher that retries on 4 stopped retrying."""
+  if _main_thread():
+    watchdog.disarm()
+    for signum in _SIGNALS:
+      signal.signal(signum, signal.SIG_IGN)
 
 
 def on_hard_exit(callback):
@@ -111,7 +127,7 @@ def critical():
     _state.critical -= 1
     if not _state.critical and _state.pending is not None:
       error, _state.pending = _state.pending, None
-      raise error()  # pylint: disable=lost-exception  (a stop at once replaces the rest)
+      raise _at_once(error)  # pylint: disable=lost-exception  (a stop at once replaces the rest)
 
 
 class Watcher:
@@ -136,16 +152,22 @@ class Watcher:
           tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.identity(x)), axis=None))
 
   def __enter__(self):
+    _state.training = _state.ended = False
     if _state.requested is not None:  # asked for before, and swallowed on the way here
       error, _state.requested = _state.requested, None
-      raise error()
-    _state.training = False
+      raise _at_once(error)
     _state.watchdog_sigints = 0
     _state.unwound = False
-    _cancel_timer()  # of a stop that unwound through a previous run's Watcher
-    if threading.current_thread() is threading.main_thread():  # signals need the main thread
+    watchdog.cancel_timers()  # of a stop that unwound through a previous run's Watcher
+    if _main_thread():  # signals need the main thread
       self._previous = {s: signal.signal(s, self._handle) for s in _SIGNALS}
-      self._previous_wakeup = _install_wakeup()
+      self._previous_wakeup = watchdog.install_wakeup(_unraisable)
+    elif not _warned_thread:
+      _warned_thread.append(True)
+      logging.warning(
+          "This run is not in the main thread, where Python delivers signals: SIGTERM and "
+          "Ctrl-C are not handled, so a preemption ends it with nothing saved after its latest "
+          "checkpoint (checkpoint_every); start it from the main thread to checkpoint on them.")
     return self
 
   def __exit__(self, exc_type, exc, tb):
@@ -154,7 +176,7 @@ class Watcher:
     # caller that catches the error (a notebook, a test) goes on living. (The watchdog may
     # arm its timer only after this: the timer checks `unwound` when it fires.)
     _state.unwound = exc_type is not None
-    _cancel_timer()
+    watchdog.cancel_timers()
     _state.pending = None
     _state.requested = None
     if self._previous is not None:
@@ -166,13 +188,24 @@ class Watcher:
   def started(self):
     """Start-up is over (the first loop ran): from now on SIGTERM and a first Ctrl-C let the
     current loop finish and checkpoint."""
+    _state.picked = False
     _state.training = True
+
+  def ended(self):
+    """Training is over and its final checkpoint written: from now on (the export) SIGTERM
+    and Ctrl-C stop at once. A stop asked for since the last loop boundary (during the final
+    eval) stops now. Call on every worker."""
+    signal_ = self.requested()
+    _state.training, _state.ended = False, True
+    if signal_:
+      raise _at_once(Interrupted if signal_ == "SIGINT" else Preempted)
 
   def _handle(self, signum, frame):
     del frame
     if signum == signal.SIGTERM:
       if _state.training:
-        logging.warning("SIGTERM: checkpointing at the end of this loop, then stopping.")
+        logging.warning("SIGTERM: checkpointing at the end of this loop, then stopping (at "
+                        "once if no loop ends within %g s).", watchdog.STOP_SECONDS)
         self._term.set()
         return
       _stop_at_once(Preempted)
@@ -188,18 +221,23 @@ class Watcher:
   def requested(self):
     """'' (go on), 'SIGTERM' or 'SIGINT': whether any process was asked to stop, and how.
 
-    Call at a loop boundary, on every worker.
+    Call at a loop boundary, on every worker: a stop it returns is picked up (the watchdog no
+    longer bounds it), so the caller must checkpoint and stop.
     """
     term, interrupt = self._term.is_set(), self._int.is_set()
     if self._multi_worker:
       tf = self._tf
       total = self._any(tf.constant([float(term), float(interrupt)])).numpy()
       term, interrupt = total[0] > 0, total[1] > 0
+    if term or interrupt:
+      watchdog.picked_up()
     return "SIGINT" if interrupt else "SIGTERM" if term else ""
 
 
 def _stop_at_once_handler(signum, frame):
   del frame
+  if _state.unwound:  # a run's stop (or error) is on its way out: its exit status stands
+    return
   _stop_at_once(Preempted if signum == signal.SIGTERM else Interrupted)
 
 
@@ -208,79 +246,4 @@ def _stop_at_once(error):
   if _state.critical:
     _state.pending = _state.pending or error
     return
-  raise error()
-
-
-# The watchdog.
-
-
-def _install_wakeup():
-  """Points the signal wakeup fd at the watchdog's pipe (made once); returns the previous.
-  Also quiets the stops at once Python cannot raise (`_unraisable`)."""
-  if not getattr(sys.unraisablehook, "trainer_quiet", False):
-    sys.unraisablehook = _unraisable(sys.unraisablehook)
-  if _state.wakeup is None:
-    read, write = os.pipe()
-    os.set_blocking(write, False)
-    _state.wakeup = (read, write)
-    threading.Thread(target=_watch, args=(read,), name="trainer-signal-watchdog",
-                     daemon=True).start()
-    atexit.register(_disarm)
-  try:
-    return signal.set_wakeup_fd(_state.wakeup[1], warn_on_full_buffer=False)
-  except ValueError:  # not the main thread
-    return None
-
-
-def _watch(read):
-  while True:
-    try:
-      data = os.read(read, 64)
-    except OSError:
-      return
-    if not data:
-      return
-    for signum in data:
-      if signum == signal.SIGTERM:
-        at_once = not _state.training
-        error = Preempted
-      elif signum == signal.SIGINT:
-        _state.watchdog_sigints += 1
-        at_once = not _state.training or _state.watchdog_sigints >= 2
-        error = Interrupted
-      else:
-        continue
-      if at_once and _state.timer is None and not _state.exiting:
-        _state.timer = threading.Timer(GRACE_SECONDS, _hard_exit, (error,))
-        _state.timer.daemon = True
-        _state.timer.start()
-
-
-def _hard_exit(error):
-  if _state.exiting or _state.unwound:  # it did stop; the caller caught the error
-    _state.timer = None
-    return
-  for callback in list(_state.callbacks):
-    try:
-      callback()
-    except Exception:  # pylint: disable=broad-except
-      pass  # best effort: the process ends anyway
-  e = error()
-  try:
-    sys.stdout.flush()
-    sys.stderr.flush()
-  except Exception:  # pylint: disable=broad-except
-    pass
-  os.write(2, f"\n{e.prefix}{e}\n".encode())
-  os._exit(e.exit_code)  # pylint: disable=protected-access
-
-
-def _cancel_timer():
-  timer, _state.timer = _state.timer, None
-  if timer is not None:
-    timer.cancel()
-
-
-def _disarm():
-  _state.exiting = True
-  _cancel_timer()
+  raise _at_once(error)

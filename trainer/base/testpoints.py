@@ -14,8 +14,8 @@ import contextlib
 
 # Where they are: restore (Checkpointer.restore_latest), write (rundir.files.write_atomically), loop
 # (one host call of the compiled loop), eval (one pass over the eval split), save
-# (Checkpointer.save), summary (Summaries.write).
-POINTS = ("restore", "write", "loop", "eval", "save", "summary")
+# (Checkpointer.save), summary (Summaries.write), export (the chief writing export/).
+POINTS = ("restore", "write", "loop", "eval", "save", "summary", "export")
 
 _installed = {}
 

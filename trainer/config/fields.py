@@ -8,6 +8,7 @@ from trainer.base import validate
 from trainer.base.choices import (EXPORT_WEIGHTS, INIT_MODES, INPUT_MODES, NONFINITE,
                                    OPTIMIZERS, PRECISIONS)
 from trainer.base.errors import ConfigError
+from trainer.config import files
 from trainer.config.settle import get
 
 
@@ -42,8 +43,9 @@ def check_fields(config):
   if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 <= decay < 1:
     raise ConfigError(f"ema_decay: must be in [0, 1) (0 = off, e.g. 0.999), got "
                       f"{config.ema_decay!r}")
-  if not isinstance(config.ema_warmup, bool):
-    raise ConfigError(f"ema_warmup: must be True or False, got {config.ema_warmup!r}")
+  for field in ("ema_warmup", "augment", "jit_compile"):  # a hand-edited config.json's "yes"
+    if not isinstance(config[field], bool):
+      raise ConfigError(f"{field}: must be True or False, got {config[field]!r}")
   total = _int(config, "total_steps", 0)
   if total == 0 and not _number(config, "num_epochs") > 0:
     raise ConfigError("total_steps: is 0, so num_epochs must be > 0 (give one of the two)")
@@ -77,6 +79,7 @@ def check_fields(config):
   for field in ("optimizer.beta_1", "optimizer.beta_2"):
     if not _number(config, field) < 1:
       raise ConfigError(f"{field}: must be in [0, 1), got {get(config, field)!r}")
+  _check_optimizer_uses(config)
   for field in ("hold", "warmup_steps", "cooldown_steps", "base_batch_size", "rsqrt_timescale"):
     _int(config, f"schedule.{field}", 0)
   parse_lr_mults(config.optimizer.lr_mults)
@@ -130,3 +133,22 @@ def parse_lr_mults(text):
     raise ConfigError(f"{field}: {pending.rstrip(',').strip()!r} has no '=MULT'; give "
                       f"'PATTERN=MULT,PATTERN=MULT', e.g. 'logits/.*=1,.*=0.1'")
   return rules
+
+
+# Which optimizer fields each optimizer reads; the others are refused when set.
+_OPTIMIZER_FIELDS = {"sgd": ("momentum",), "adam": ("beta_1", "beta_2"),
+                     "adamw": ("beta_1", "beta_2")}
+
+
+def _check_optimizer_uses(config):
+  """A field the chosen optimizer does not read, set to a value other than configs/default.py's
+  (as `settle` tells what was set), would be ignored without a word: refused."""
+  name = config.optimizer.name
+  default = files.defaults().optimizer
+  for field in ("momentum", "beta_1", "beta_2"):
+    if field in _OPTIMIZER_FIELDS[name] or config.optimizer[field] == default[field]:
+      continue
+    users = [n for n, fields in _OPTIMIZER_FIELDS.items() if field in fields]
+    raise ConfigError(f"optimizer.{field}: only {' and '.join(users)} "
+                      f"{'uses' if len(users) == 1 else 'use'} it, and optimizer.name is "
+                      f"{name!r}; leave it at {default[field]!r} or choose {users[0]}")

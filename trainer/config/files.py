@@ -48,10 +48,42 @@ def merged(base, saved):
   return out
 
 
-def from_record(fields: dict) -> ml_collections.ConfigDict:
+def from_record(fields: dict, source="config.json") -> ml_collections.ConfigDict:
   """A ConfigDict of recorded `fields` (config.json's "config"), fields it predates at their
-  defaults."""
-  return ml_collections.ConfigDict(merged(defaults().to_dict(), fields))
+  defaults.
+
+  Raises:
+    ConfigError: naming the first field whose shape is not configs/default.py's (a group of
+      fields where a value belongs, or the reverse: a hand-edited `"schedule": 5`); the values
+      themselves are checked with the rest of the config (`check_fields`).
+  """
+  base = defaults().to_dict()
+  problem = _shape_of_record(fields, base, source)
+  if problem:
+    raise ConfigError(problem)
+  return ml_collections.ConfigDict(merged(base, fields))
+
+
+def _shape_of_record(fields, base, source, prefix=""):
+  if not isinstance(fields, dict):
+    return (f"{prefix.rstrip('.') or 'config'}: {source} has {fields!r} where an object of "
+            f"fields belongs")
+  for key, value in fields.items():
+    if key not in base:
+      continue  # a field this version does not have: refused where a file is loaded
+    field = prefix + key
+    if isinstance(base[key], dict):
+      if not isinstance(value, dict):
+        names = sorted(base[key])
+        return (f"{field}: {source} has {value!r} where an object of fields belongs ("
+                f"{', '.join(names[:3])}{', ...' if len(names) > 3 else ''}); fix the file")
+      problem = _shape_of_record(value, base[key], source, field + ".")
+      if problem:
+        return problem
+    elif isinstance(value, (dict, list)):
+      return (f"{field}: {source} has {value!r} where a value like {base[key]!r} belongs; "
+              f"fix the file")
+  return None
 
 
 def load_file(path) -> ml_collections.ConfigDict:
@@ -112,11 +144,12 @@ def _json_file(path):
   if not isinstance(blob, dict):
     raise ConfigError(f"config: {path} holds a JSON {type(blob).__name__}, not an object of "
                       f"config fields")
+  config = from_record(blob, path)  # first: a `"schedule": 5` is not an unknown field
   unknown = sorted(set(flatten(blob)) - set(flatten(defaults())))
   if unknown:
     raise ConfigError(f"config: {path} has fields configs/default.py does not: "
                       f"{', '.join(unknown[:5])}{suggestion(unknown[0])}")
-  return from_record(blob)
+  return config
 
 
 def suggestion(field):

@@ -2,8 +2,9 @@
 (exit 2) naming its field, instead of a traceback from deep inside TFDS, NumPy or Keras.
 
 `check_inputs(config)` runs after `check_fields` (the fields' own ranges), `tfds_errors(config)`
-around opening the dataset, and `check_fits(config, info)` once the input shape is known;
-`trainer.config.spec.resolve` calls them before any write.
+around opening the dataset, `check_used(config, info)` (a field the dataset would ignore) and
+`check_fits(config, info)` once the input shape is known; `trainer.config.spec.resolve` calls
+them before any write.
 """
 
 import contextlib
@@ -13,6 +14,8 @@ import os
 from trainer.base.errors import ConfigError, reason
 from trainer.base.fs import is_remote
 from trainer.base.plugins import is_import_path
+from trainer.config import files
+from trainer.data.folder import PREFIX as FOLDER
 
 MAX_SEED = 2**32 - 1  # Keras's set_random_seed seeds NumPy, whose seeds are 32-bit
 _PATH_STARTS = ("/", "./", "../", "~", ".\\", "\\")
@@ -46,6 +49,21 @@ def check_inputs(config):
                         f"give the TFDS data directory")
 
 
+def check_used(config, info):
+  """Fields the dataset does not read, set to a value other than configs/default.py's (as
+  `settle` tells what was set), would be ignored without a word: refused."""
+  default = files.defaults()
+  folder = info.name.startswith(FOLDER)
+  if not folder and config.eval_fraction != default.eval_fraction:
+    raise ConfigError(f"eval_fraction: {info.name!r} has its own eval split, so eval_fraction "
+                      f"{config.eval_fraction!r} would be ignored (it splits a folder: dataset "
+                      f"of one tree); leave it at {default.eval_fraction}")
+  if folder and config.data_dir != default.data_dir:
+    raise ConfigError(f"data_dir: {info.name!r} reads its own directory, so data_dir "
+                      f"{config.data_dir!r} would be ignored (it is where TFDS datasets are "
+                      f"prepared); leave it at {default.data_dir!r}")
+
+
 def physical_memory_bytes():
   """This host's RAM, or None where the OS does not say."""
   try:
@@ -73,7 +91,7 @@ def check_fits(config, info):
 
 def _tfds_name(name):
   """Whether `name` is meant as a TFDS name: not 'folder:PATH', not 'package.module:fn'."""
-  return (isinstance(name, str) and bool(name) and not name.startswith("folder:")
+  return (isinstance(name, str) and bool(name) and not name.startswith(FOLDER)
           and not is_import_path(name))
 
 

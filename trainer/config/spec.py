@@ -53,6 +53,7 @@ def resolve(config, strategy) -> RunSpec:
     info = data.get_dataset_info(config.dataset, config.data_dir, config.image_size,
                                  config.eval_fraction)
   task.check_data(info)
+  preflight.check_used(config, info)  # eval_fraction, data_dir: read by some datasets only
   if config.augment and not info.is_image:
     raise ConfigError(f"augment: dataset {info.name!r} has {info.input_dtype} inputs of shape "
                       f"{info.input_shape}, not uint8 images; set augment=False")

@@ -31,7 +31,8 @@ Modules: `info` (DatasetInfo, the TFDS builder), `sources` (which source a name 
 opened once: `get_dataset_info`), `sampling` (which example where),
 `augment` (pixel ops), `in_memory` and `streaming` (the per-pipeline datasets), `pipelines`
 (the public factories), `digits` (the offline builder, registered on import), `folder`
-(`folder:PATH`, a directory of images per class, decoded into memory once). The constants
+(`folder:PATH`, a directory of images per class, decoded into memory once), `fingerprint`
+(what a resume checks a folder's files against). The constants
 re-exported here are copies: to change one, set it on its own module (e.g. `info`).
 
 May import `trainer.base` only: functions take their settings as arguments, not the config.

@@ -16,11 +16,15 @@ The function takes no arguments and returns a dict, in one of two forms:
     ctx.get_per_replica_batch_size(global_batch_size) examples, sharded by
     ctx.input_pipeline_id (`tf.distribute.InputContext`); eval_fn(ctx) -> one pass of
     per-replica batches (x, y) or (x, y, weight), every batch full (pad with weight 0).
+    The eval takes only the batches that cover num_eval_examples (a `.repeat()` left in
+    eval_fn is harmless; fewer examples are one warning); a train dataset that ends stops
+    the run with one line.
     The global batch size is `ctx.get_per_replica_batch_size(...)`'s business: the trainer
     passes the context that strategy.distribute_datasets_from_function makes.
 
 Every mistake (an import that fails, a wrong return, mismatched lengths or shapes, labels
-out of range, an empty split) is one ConfigError line naming `dataset`.
+out of range or more than MAX_CLASSES classes, an empty split) is one ConfigError line naming
+`dataset`.
 """
 
 import numpy as np
@@ -28,6 +32,8 @@ import numpy as np
 from trainer.base import plugins
 from trainer.data.info import DatasetInfo
 from trainer.base.errors import ConfigError, first_line, reason
+
+MAX_CLASSES = 1_000_000  # more outputs than any classifier has: a label that is no class id
 
 
 def function_info(name, image_size=0) -> DatasetInfo:
@@ -79,6 +85,14 @@ def _split(name, result, key):
   return x, y
 
 
+def _check_classes(name, num_classes, why):
+  """A class count no classifier has is a label that is not a class id (it ran out of memory
+  allocating the model's last layer, and was reported as a global batch too large)."""
+  if num_classes > MAX_CLASSES:
+    raise ConfigError(f"dataset: {name!r} has {num_classes:,} classes ({why}); labels must be "
+                      f"class ids 0..K-1 with K at most {MAX_CLASSES:,}")
+
+
 def _arrays(name, result, eval_key):
   splits = {"train": _split(name, result, "train"), "eval": _split(name, result, eval_key)}
   (x, y), (xe, ye) = splits["train"], splits["eval"]
@@ -92,7 +106,10 @@ def _arrays(name, result, eval_key):
   if y.dtype == np.int32:
     if y.ndim != 1:
       raise ConfigError(f"dataset: {name!r} class labels must be [N], got shape {y.shape}")
-    num_classes = int(result.get("num_classes") or max(y.max(), ye.max()) + 1)
+    given = result.get("num_classes")
+    num_classes = int(given or max(y.max(), ye.max()) + 1)
+    _check_classes(name, num_classes, "its num_classes" if given else
+                   f"its largest label is {num_classes - 1}")
     for key, labels in (("train", y), (eval_key, ye)):
       if labels.min() < 0 or labels.max() >= num_classes:
         raise ConfigError(f"dataset: {name!r} split {key!r} has labels outside "
@@ -123,6 +140,7 @@ def _streamed(name, result, eval_key):
   num_classes = int(result.get("num_classes") or 0)
   if labels_int and num_classes < 2:
     raise ConfigError(f"dataset: {name!r} yields class labels: give num_classes (>= 2)")
+  _check_classes(name, num_classes, "its num_classes")
   return DatasetInfo(name, num_classes, tuple(x.shape[1:]), result["num_train_examples"],
                      result["num_eval_examples"], input_dtype=x.dtype.name,
                      label_dtype="int32" if labels_int else "float32",

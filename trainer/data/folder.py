@@ -42,6 +42,7 @@ import tensorflow as tf
 from trainer.base import validate
 from trainer.base.choices import FOLDER_PREFIX
 from trainer.data import augment
+from trainer.data import fingerprint
 from trainer.data import info as info_lib
 from trainer.base.errors import ConfigError, reason
 
@@ -69,11 +70,26 @@ def folder_info(name: str, image_size: int = 0,
   classes, splits = list_files(name, eval_fraction)
   for split, examples in splits.items():
     _check_fits(name, split, len(examples), shape)
-  arrays = {split: decode(name, examples, shape) for split, examples in splits.items()}
+  arrays, files = {}, {split: [] for split in splits}
+  for split, examples in splits.items():
+    arrays[split] = decode(name, examples, shape, files[split])
   return info_lib.DatasetInfo(
       name=name, num_classes=len(classes), image_shape=shape,
       num_train_examples=len(splits["train"]), num_eval_examples=len(splits["eval"]),
-      input_dtype="uint8", label_dtype="int32", loader=lambda split: arrays[split])
+      input_dtype="uint8", label_dtype="int32", loader=lambda split: arrays[split],
+      fingerprint=fingerprint.of_folder(classes, splits, files))
+
+
+def contains(name, path) -> bool:
+  """Whether `path` (e.g. a workdir) is inside the directory of `name` = 'folder:PATH'."""
+  if not name.startswith(PREFIX):
+    return False
+  root = os.path.expanduser(name[len(PREFIX):])
+  if "://" in root or "://" in path:
+    root, path = root.rstrip("/"), path.rstrip("/")
+  else:
+    root, path = os.path.realpath(root), os.path.realpath(path)
+  return path == root or path.startswith(root.rstrip("/") + "/")
 
 
 def list_files(name: str, eval_fraction: float = DEFAULT_EVAL_FRACTION):
@@ -120,10 +136,11 @@ def list_files(name: str, eval_fraction: float = DEFAULT_EVAL_FRACTION):
   return classes, {"train": _labelled(classes, train), "eval": _labelled(classes, test)}
 
 
-def decode(name: str, examples, shape) -> tuple[np.ndarray, np.ndarray]:
+def decode(name: str, examples, shape, files=None) -> tuple[np.ndarray, np.ndarray]:
   """`(images uint8 [N, *shape], labels int32 [N])` of `examples` [(path, label)], in order.
 
   Parallel tf.data maps read, decode and resize; a file that fails is named in a ConfigError.
+  A list `files` gets (size in bytes, content hash) of each file, in order, from the same read.
   """
   start = time.perf_counter()
   paths = [p for p, _ in examples]
@@ -132,7 +149,11 @@ def decode(name: str, examples, shape) -> tuple[np.ndarray, np.ndarray]:
       _check_bmp(path)
   images = np.empty((len(paths), *shape), np.uint8)  # filled in place: no second copy
   try:
-    for i, batch in enumerate(_images(paths, shape).batch(256).as_numpy_iterator()):
+    batches = _images(paths, shape, files is not None).batch(256).as_numpy_iterator()
+    for i, batch in enumerate(batches):
+      if files is not None:
+        batch, sizes, hashes = batch
+        files.extend(zip(sizes.tolist(), (h.tobytes().hex() for h in hashes)))
       images[256 * i:256 * i + len(batch)] = batch
   except tf.errors.OpError:
     # TF's error does not say which file; a pass that skips failures finds it by its index.
@@ -150,10 +171,15 @@ def decode(name: str, examples, shape) -> tuple[np.ndarray, np.ndarray]:
   return images, labels
 
 
-def _images(paths, shape):
-  """The images at `paths`, in order: reading and decoding+resizing as two parallel maps."""
+def _images(paths, shape, with_files=False):
+  """The images at `paths`, in order: reading and decoding+resizing as two parallel maps
+  (`with_files`: each with its file's size and farmhash fingerprint, `tf.fingerprint`)."""
   ds = tf.data.Dataset.from_tensor_slices(paths)
   ds = ds.map(tf.io.read_file, num_parallel_calls=tf.data.AUTOTUNE)
+  if with_files:
+    return ds.map(lambda data: (_from_bytes(data, shape), tf.strings.length(data),
+                                tf.fingerprint(data[None])[0]),
+                  num_parallel_calls=tf.data.AUTOTUNE)
   return ds.map(lambda data: _from_bytes(data, shape), num_parallel_calls=tf.data.AUTOTUNE)
 
 

@@ -51,6 +51,8 @@ class DatasetInfo:
   loader: object = dataclasses.field(default=None, compare=False, repr=False)
   # A user's tf.data functions (streamed): {'train': fn(ctx), 'eval': fn(ctx)}.
   streams: object = dataclasses.field(default=None, compare=False, repr=False)
+  # What a resume checks the data against (folder:, `trainer.data.folder.fingerprint`), or None.
+  fingerprint: dict = dataclasses.field(default=None, compare=False, repr=False)
 
   @property
   def input_shape(self) -> tuple[int, ...]:

@@ -13,6 +13,7 @@ import tensorflow as tf
 from trainer.base.compat import LEGACY_KERAS
 from trainer.data import augment
 from trainer.data import in_memory
+from trainer.data import sampling
 from trainer.data import streaming
 from trainer.data.info import DatasetInfo
 
@@ -137,7 +138,11 @@ def make_eval_dataset(info: DatasetInfo, strategy, global_batch_size: int,
     b = global_batch_size / num_replicas_in_sync and weights 1.0 for real examples.
   """
   if info.streams is not None:
-    fn = _user_stream(info.streams["eval"], with_weights=True)
+    # A .repeat() left in a user's eval function (the commonest tf.data slip) made the eval
+    # endless: take the batches that cover num_eval_examples, as the other pipelines give.
+    fn = _user_stream(info.streams["eval"], with_weights=True, batches=lambda ctx: (
+        sampling.eval_batches_per_pipeline(info.num_eval_examples,
+                                           *sampling.layout(global_batch_size, ctx)[:3])))
   elif info.name == "synthetic" or info.fits_in_memory:
     images, labels = in_memory.load_in_memory(info, "eval", seed)
     fn = in_memory.eval_fn(images, labels, global_batch_size)
@@ -146,9 +151,10 @@ def make_eval_dataset(info: DatasetInfo, strategy, global_batch_size: int,
   return strategy.distribute_datasets_from_function(fn)
 
 
-def _user_stream(fn, with_weights):
+def _user_stream(fn, with_weights, batches=None):
   """A user's `fn(ctx)` of per-replica (x, y[, w]) batches, as the trainer's pipelines give
-  them: float32 inputs (uint8 scaled to [0, 1]), int32 or float32 labels, weights for eval."""
+  them: float32 inputs (uint8 scaled to [0, 1]), int32 or float32 labels, weights for eval;
+  at most `batches(ctx)` of them if given."""
 
   def convert(x, y, w=None):
     y = tf.cast(y, tf.int32 if y.dtype.is_integer else tf.float32)
@@ -157,4 +163,8 @@ def _user_stream(fn, with_weights):
       batch += (tf.ones(tf.shape(y)[:1], tf.float32) if w is None else tf.cast(w, tf.float32),)
     return batch
 
-  return lambda ctx: fn(ctx).map(convert, num_parallel_calls=tf.data.AUTOTUNE)
+  def dataset_fn(ctx):
+    ds = fn(ctx).map(convert, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds if batches is None else ds.take(batches(ctx))
+
+  return dataset_fn

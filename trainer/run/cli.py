@@ -107,7 +107,7 @@ class ConfigFlag:
         source = os.path.join(workdir, layout.CONFIG)
         self.note = f"no --config: resuming with the config {source} records"
         self.record = True
-        return config_files.from_record(saved["config"]), source
+        return config_files.from_record(saved["config"], source), source
     path = config_files.default_file()
     return config_files.load_file(path), path
 

@@ -193,8 +193,7 @@ class Console:
     absl line or a printed one, as `lines` says)."""
     if self._mode in ("terminal", "notebook"):
       self._end_live()
-      sys.stdout.write(text + "\n")
-      sys.stdout.flush()
+      _out(text + "\n")
     elif self._mode != "off":
       self._plain(text)
 
@@ -210,23 +209,22 @@ class Console:
     if self._mode == "log":
       logging.info("%s", text)
     else:
-      print(text, flush=True)
+      _out(text + "\n")
 
   def _draw(self, text):
-    sys.stdout.write(text)
-    sys.stdout.flush()
+    _out(text)
     self._live = True
 
   def _end_live(self):
     if self._live:  # the live line stays above, as the train state the line below belongs to
-      sys.stdout.write("\n")
+      _out("\n", flush=False)
       self._live = False
       self._drawn = 0
 
   def close(self):
     if self._mode in ("terminal", "notebook"):
       self._end_live()
-      sys.stdout.flush()
+      _out("")
 
 
 @contextlib.contextmanager
@@ -250,17 +248,38 @@ def end_summary(result, workdir, seconds):
   eval, and where the files are (`result` from `train_and_evaluate`)."""
   final = ", ".join(f"{k} {v:.4g}" for k, v in result.items()
                     if isinstance(v, float) and not k.endswith("examples_per_sec"))
-  print(f"done: step {result['step']} in {duration(seconds)}, {_rates(result)}")
+  lines = [f"done: step {result['step']} in {duration(seconds)}, {_rates(result)}"]
   if result.get("stopped"):
-    print(f"stopped early at step {result['step']}: {result['stopped']}")
+    lines.append(f"stopped early at step {result['step']}: {result['stopped']}")
   if result.get("skipped_updates"):
-    print(f"skipped {result['skipped_updates']} updates whose gradients were not finite "
-          f"(nonfinite='skip')")
+    lines.append(f"skipped {result['skipped_updates']} updates whose gradients were not "
+                 f"finite (nonfinite='skip')")
   best = result["best"]
-  print(f"eval: {final} (final)" + (f"; best {best[0]} {best[2]:.4g} at step {best[1]}"
-                                    if best else ""))
-  print(f"results in {workdir}: config.json, curves.png, schedule.png, checkpoints/, train/, "
-        f"eval/, export/; watch with: tensorboard --logdir {workdir}")
+  lines.append(f"eval: {final} (final)" + (f"; best {best[0]} {best[2]:.4g} at step {best[1]}"
+                                           if best else ""))
+  lines.append(f"results in {workdir}: config.json, curves.png, schedule.png, checkpoints/, "
+               f"train/, eval/, export/; watch with: tensorboard --logdir {workdir}")
+  _out("".join(line + "\n" for line in lines))
+
+
+def _out(text, flush=True):
+  """Writes `text` to stdout. A reader that went away (`python -m trainer.main | head -1`,
+  a closed pipe) silences stdout instead of ending a run, or a run that has finished, with a
+  BrokenPipeError traceback."""
+  try:
+    sys.stdout.write(text)
+    if flush:
+      sys.stdout.flush()
+  except BrokenPipeError:
+    # As Python's docs advise (library/signal.html, "Note on SIGPIPE"): stdout to devnull, so
+    # the flush at exit does not raise again. The run goes on; its exit status stands.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+      os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, io.UnsupportedOperation):
+      pass  # a stream without a file descriptor: nothing more will reach it anyway
+    finally:
+      os.close(devnull)
 
 
 def _rates(result):

@@ -48,9 +48,9 @@ import numpy as np
 import tensorflow as tf
 
 from trainer import data, models
-from trainer.base import plugins
+from trainer.base import plugins, testpoints
 from trainer.base.compat import LEGACY_KERAS, keras, unwrap_optimizer
-from trainer.base.errors import first_line
+from trainer.base.errors import first_line, stop_in
 from trainer.distribute.precision import global_policy
 from trainer.run import console, serving
 from trainer.rundir import files as workdir_lib
@@ -117,6 +117,7 @@ def write(parts, workdir, chief=True, keep_current=True, source=None):
     step = int(parts.optimizer.iterations.numpy())
     snapshot = _Snapshot(parts)  # on every worker, in the same order
   except Exception as e:  # pylint: disable=broad-except  (the same on every worker)
+    _let_stops_through(e)
     if chief:
       logging.warning("export: nothing written to %s: cannot read the model's variables (%s)",
                       export_dir(workdir), first_line(e, 300))
@@ -126,14 +127,42 @@ def write(parts, workdir, chief=True, keep_current=True, source=None):
   current = read_manifest(workdir)
   if (keep_current and current and current.get("step") == step
       and not current.get("not_written")):
-    logging.info("export: %s is already the model at step %d; kept", export_dir(workdir), step)
-    return current
+    missing = _missing(workdir, current)
+    if not missing:
+      logging.info("export: %s is already the model at step %d; kept", export_dir(workdir),
+                   step)
+      return current
+    logging.warning("export: %s lost %s since it was written; writing it again",
+                    export_dir(workdir), ", ".join(missing))
   try:
-    return _write(parts, snapshot, workdir, step, source)
+    with testpoints.point("export"):
+      return _write(parts, snapshot, workdir, step, source)
   except Exception as e:  # pylint: disable=broad-except  (the run itself has succeeded)
+    _let_stops_through(e)
     logging.warning("export: nothing written to %s (%s); the checkpoints in %s are intact",
                     export_dir(workdir), first_line(e, 300), layout.checkpoint_dir(workdir))
     return None
+
+
+def _missing(workdir, manifest):
+  """What `manifest` lists as written that is not in the export (a SavedModel without its
+  saved_model.pb is not there)."""
+  out = []
+  for name in manifest.get("written", []):
+    path = os.path.join(export_dir(workdir), name)
+    if name == SERVING_DIR:
+      path = os.path.join(path, "saved_model.pb")
+    if not tf.io.gfile.exists(path):
+      out.append(name)
+  return out
+
+
+def _let_stops_through(error):
+  """A stop by a signal (errors.Stopped is an Exception, raised wherever the main thread is)
+  is not a part that cannot be written: it ends the run, and the same command again exports."""
+  stop = stop_in(error)
+  if stop is not None:
+    raise stop
 
 
 class _Snapshot:
@@ -208,6 +237,7 @@ def _write_parts(parts, snapshot, tmp, step, source=None):
       _write_keras(model, parts, snapshot, os.path.join(tmp, MODEL_FILE), step)
       manifest["written"].append(MODEL_FILE)
     except Exception as e:  # pylint: disable=broad-except  (a user's model may not save)
+      _let_stops_through(e)
       reason = first_line(e, 300)
       manifest["not_written"][MODEL_FILE] = reason
       problems.append(f"{MODEL_FILE} not written: the model cannot be saved and loaded back as "
@@ -218,6 +248,7 @@ def _write_parts(parts, snapshot, tmp, step, source=None):
       serving.write(model, task, info, os.path.join(tmp, SERVING_DIR))
       manifest["written"].append(SERVING_DIR)
     except Exception as e:  # pylint: disable=broad-except
+      _let_stops_through(e)
       reason = first_line(e, 300)
       manifest["not_written"][SERVING_DIR] = reason
       problems.append(f"{SERVING_DIR}/ not written: the model cannot be exported as a "

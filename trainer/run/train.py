@@ -16,6 +16,8 @@ from absl import logging
 from trainer import config as config_lib
 from trainer import schedules
 from trainer.base import preemption
+from trainer.base.errors import ConfigError
+from trainer.data import folder
 from trainer.distribute import strategy as strategy_lib
 from trainer.distribute.precision import global_policy
 from trainer.rundir import files, layout, lock, resume
@@ -85,6 +87,10 @@ def run(config, workdir, strategy, allow_config_change=False, force_unlock=False
   absl's INFO log)."""
   spec = (config if isinstance(config, config_lib.RunSpec)
           else config_lib.resolve(config_lib.settle(config), strategy))
+  if folder.contains(spec.info.name, workdir):  # its files would join the data next time
+    raise ConfigError(f"workdir: {workdir} is inside the directory of dataset "
+                      f"{spec.info.name!r}, whose listing the run's files would break; give a "
+                      f"workdir outside it")
   files.check_writable(workdir)
   chief = strategy_lib.is_chief(strategy)
   show = console.Console(spec.plan.total_steps, chief and lines is not None,
@@ -128,7 +134,9 @@ def run(config, workdir, strategy, allow_config_change=False, force_unlock=False
     finally:
       writer.close()
     # Only a run that finished, or that an action stopped, gets here (preemption and a
-    # divergence raise): the model out.
+    # divergence raise): its final checkpoint is written, so a signal from now on stops at
+    # once (the same command again exports), and the model out.
+    watcher.ended()
     held.check()
     _export(parts, ckpt, workdir, chief)
   best = _best(workdir, spec.task.best) if chief else None
@@ -176,10 +184,12 @@ def _export(parts, ckpt, workdir, chief):
 
 
 def _write_run_files(workdir, spec, schedules=None):
-  """config.json (the config, its plan in global steps and, after a change, every schedule
-  the run used) and schedule.png (the LR curve)."""
+  """config.json (the config, its plan in global steps, the data's fingerprint if it has one
+  and, after a change, every schedule the run used) and schedule.png (the LR curve)."""
   files.makedirs(workdir)
   extra = {"schedules": schedules} if schedules else {}
+  if spec.info.fingerprint is not None:  # what a resume checks the data against
+    extra["data"] = spec.info.fingerprint
   files.write_atomically(os.path.join(workdir, layout.CONFIG),
                          config_lib.to_json(spec.config, spec.plan, **extra))
   files.write_atomically(os.path.join(workdir, layout.SCHEDULE_PNG),

@@ -25,7 +25,7 @@ import shutil
 
 import tensorflow as tf
 
-from trainer.base.errors import CheckpointError, ConfigError, user_error
+from trainer.base.errors import CheckpointError, ConfigError, first_line, user_error
 from trainer.base.fs import is_remote as _remote
 from trainer.rundir import layout
 from trainer.rundir import lease as lease_lib
@@ -61,13 +61,16 @@ class Lock:
   def __enter__(self):
     if not self._chief:
       return self
-    self._create_dirs()
     try:
+      self._create_dirs()
       if _remote(self.workdir) or not self._take_os_lock():
         self._lease = lease_lib.Lease(os.path.join(self.workdir, layout.LOCK),
                                       self._force).acquire()
-    except BaseException:
+    except BaseException as e:
       self._remove_created(held=False)
+      if isinstance(e, tf.errors.OpError):  # an unreachable gs:// bucket: a traceback before
+        raise ConfigError(f"workdir: cannot use {self.workdir} ({first_line(e, 200)}); check "
+                          f"the path and your access to it") from None
       raise
     return self
 

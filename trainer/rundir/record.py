@@ -7,9 +7,21 @@ TensorFlow loads; tf.io.gfile (imported on first use) for gs:// and other remote
 import json
 import os
 
-from trainer.base.errors import ConfigError, reason
+from trainer.base.errors import ConfigError, first_line, reason
 from trainer.base.fs import Files
 from trainer.rundir import layout
+
+
+def _reach(workdir, call, *args):
+  """`call(*args)` on a path of `workdir`; a remote workdir TF cannot reach (a gs:// bucket
+  that does not exist, no credentials, no network) is one line naming `workdir`."""
+  try:
+    return call(*args)
+  except Exception as e:  # pylint: disable=broad-except  (TF's OpError, loaded on first use)
+    if not Files(workdir).remote or not hasattr(e, "error_code"):
+      raise
+    raise ConfigError(f"workdir: cannot use {workdir} ({first_line(e, 200)}); check the path "
+                      f"and your access to it") from None
 
 
 def read_config_json(workdir):
@@ -17,11 +29,12 @@ def read_config_json(workdir):
   there is none.
 
   Raises:
-    ValueError: the file is there but is no such object (bad JSON, another shape, unreadable).
+    ValueError: the file is there but is no such object (bad JSON, another shape, unreadable);
+      a ConfigError naming `workdir` if a remote workdir cannot be reached.
   """
   fs = Files(workdir)
   path = os.path.join(workdir, layout.CONFIG)
-  if not fs.exists(path):
+  if not _reach(workdir, fs.exists, path):
     return None
   try:
     saved = json.loads(fs.read(path))
@@ -42,7 +55,7 @@ def read_run(workdir):
   fs = Files(workdir)
   if not workdir:
     raise ConfigError("workdir: give --workdir=DIR, the directory of a run")
-  if not fs.exists(workdir):
+  if not _reach(workdir, fs.exists, workdir):
     raise ConfigError(f"workdir: no such directory {workdir!r}; give the --workdir of a run")
   if not fs.isdir(workdir):
     raise ConfigError(f"workdir: {workdir!r} is a file; give the directory of a run")

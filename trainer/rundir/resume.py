@@ -17,6 +17,10 @@ that would alter the past is refused with the first step where the rates differ,
 `--allow_config_change` (the jump is then logged). config.json keeps every schedule the run
 used and the step each took over (`"schedules"`).
 
+A `folder:` dataset's files are fingerprinted (`trainer.data.fingerprint`, config.json's
+"data"): images that changed since the run started are refused like another dataset. A
+total_steps below the step the checkpoint reached is refused even with --allow_config_change.
+
 `config.json` is the run's identity: checkpoints without it are refused too (what they are
 checkpoints of cannot be checked), unless `--allow_config_change`. Even then, changes that
 the checkpoint cannot honour (`UNCHANGEABLE`: another architecture needs new weights, another
@@ -35,6 +39,7 @@ from trainer import config as config_lib
 from trainer import schedules
 from trainer.base.errors import ConfigError
 from trainer.config import fields
+from trainer.data import fingerprint
 from trainer.config import files as config_files
 from trainer.rundir import layout, record
 
@@ -95,6 +100,7 @@ def check_resume(workdir, spec, allow_config_change=False) -> Decision:
       unreadable beside checkpoints; never for UNCHANGEABLE fields.
   """
   config, plan = spec.config, spec.plan
+  _refuse_a_shorter_past(workdir, plan.total_steps)
   try:
     saved = record.read_config_json(workdir)
   except ValueError as e:
@@ -123,8 +129,17 @@ def check_resume(workdir, spec, allow_config_change=False) -> Decision:
   schedule_diffs = [d for d in diffs if d[0] in SCHEDULE_FIELDS.values()]
   other = [d for d in diffs if d not in schedule_diffs]
   history = saved.get("schedules")
+  data_change = fingerprint.change(saved.get("data"), spec.info.fingerprint)
+  if data_change:
+    message = (f"{workdir} was trained on other data: {config.dataset} changed since ("
+               f"{data_change})")
+    if not allow_config_change:
+      raise ConfigError(f"dataset: cannot resume {message}; that would train a different run "
+                        f"from its checkpoint. Put the files back, give a new workdir, or pass "
+                        f"--allow_config_change")
+    logging.warning("Resuming %s (--allow_config_change).", message)
   if not diffs:
-    return Decision(False, history)
+    return Decision(bool(data_change), history)
   listed = ", ".join(f"{field} {old!r} -> {new!r}" for field, old, new in diffs)
   for field, old, new in diffs:
     if field in INIT_FIELDS:
@@ -147,6 +162,20 @@ def check_resume(workdir, spec, allow_config_change=False) -> Decision:
     logging.warning("Resuming %s with a changed config (--allow_config_change): %s", workdir,
                     listed)
   return Decision(True, history)
+
+
+def _refuse_a_shorter_past(workdir, total_steps):
+  """A checkpoint beyond total_steps was taken for a finished run (its eval and export at
+  step 150 of 100): a run shorter than what it already trained would change its past, so it is
+  refused, --allow_config_change or not."""
+  if not layout.has_checkpoints(workdir):
+    return
+  step = resume_step(workdir)
+  if step > total_steps:
+    raise ConfigError(
+        f"total_steps: {workdir} is already at global step {step}, past total_steps "
+        f"{total_steps}; a run cannot be made shorter than it has trained: give total_steps "
+        f">= {step} (at {step} it is finished) or a new workdir")
 
 
 def _refuse_unchangeable(workdir, diffs):

@@ -157,4 +157,5 @@ def make_runner(parts: Parts, start_step: int = 0, train=True) -> loop.Runner:
     iterator = make_iterator(start_step)
   return loop.Runner(strategy, parts.learner, parts.execution, make_eval_dataset(parts),
                      batch_fn=batch_fn, data=device_data, iterator=iterator,
-                     make_iterator=make_iterator)
+                     make_iterator=make_iterator,
+                     eval_examples=info.num_eval_examples if info.streams else None)

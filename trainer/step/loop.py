@@ -9,10 +9,12 @@ train sums first and returns them after its last step, in the same `tf.function`
 costs one host round trip (measured: docs/benchmarks.md).
 """
 
+from absl import logging
 import numpy as np
 import tensorflow as tf
 
 from trainer.base import testpoints
+from trainer.base.errors import ConfigError
 
 
 def make_train_loop(strategy, step_fn, jit_step, sums):
@@ -164,11 +166,14 @@ class Runner:
     iterator: otherwise, the distributed training iterator.
     make_iterator: with an iterator, `start_step -> iterator` positioned at a global step (a
       rollback repositions the input there).
+    eval_examples: the examples an eval pass must cover (a user's stream says so; fewer is
+      one warning line), or None.
   """
 
   def __init__(self, strategy, learner, execution, eval_dataset, *, batch_fn=None,
-               data=None, iterator=None, make_iterator=None):
+               data=None, iterator=None, make_iterator=None, eval_examples=None):
     self.learner = learner
+    self._eval_examples = eval_examples
     self._iterator = iterator
     self._make_iterator = make_iterator
     self._eval_dataset = eval_dataset
@@ -203,7 +208,13 @@ class Runner:
     if num_steps < 1:
       raise ValueError(f"num_steps must be >= 1, got {num_steps}")
     with testpoints.point("loop"):
-      values = self._run(num_steps)
+      try:
+        values = self._run(num_steps)
+      except tf.errors.OutOfRangeError:  # the trainer's own inputs are endless; a user's not
+        raise ConfigError(
+            f"dataset: the train input ended at global step {self.global_step()}; a train "
+            f"function of yours must return an endless tf.data.Dataset (end it with "
+            f".repeat())") from None
     counters = {k: int(values.pop(k)) for k in ("skipped_updates", "consecutive_skips")
                 if k in values}
     if "step_loss" in values:  # each step's mean loss (NaN: its update was skipped)
@@ -233,7 +244,13 @@ class Runner:
   def _evaluate(self):
     self.learner.eval_sums.reset()
     self._eval_loop(self._eval_dataset)
-    return _floats(self.learner.eval_sums.result())
+    sums = self.learner.eval_sums.result()
+    seen = float(sums["examples"])
+    if self._eval_examples and seen < self._eval_examples:
+      logging.warning("eval: the eval input gave %d examples, fewer than its num_eval_examples "
+                      "%d; the eval metrics are of those %d", seen, self._eval_examples, seen)
+      self._eval_examples = None  # said once
+    return _floats(sums)
 
 
 def _floats(sums):
