@@ -23,6 +23,7 @@ from trainer.distribute import precision
 from trainer import data
 from trainer import evaluate
 from trainer.run import export, serving
+from trainer.rundir import record
 from trainer import models
 from trainer import schedules
 from trainer.run import train
@@ -250,7 +251,7 @@ print(json.dumps({{"step": step, "after": int(model.optimizer.iterations.numpy()
 
 def test_regression_export_returns_the_predictions(regression_run):
   workdir, _ = regression_run
-  manifest = export.read_manifest(workdir)
+  manifest = record.read_export_manifest(workdir)
   assert manifest["serving"]["input_dtype"] == "float32"
   assert manifest["serving"]["input_shape"] == [None, 6]
   assert manifest["serving"]["output"] == "predictions"
@@ -382,12 +383,12 @@ def test_a_rerun_of_a_finished_run_repairs_an_export_that_lost_a_file(finished_r
   with caplog.at_level("INFO", logger="absl"):
     train.train_and_evaluate(small_run(data_dir, **FINISHED), workdir, cpu(), progress=False)
   assert "lost model.keras since it was written; writing it again" in caplog.text
-  manifest = export.read_manifest(workdir)
+  manifest = record.read_export_manifest(workdir)
   assert manifest["step"] == 24 and sorted(manifest["written"]) == ["model.keras", "serving"]
-  assert export._missing(workdir, manifest) == []  # pylint: disable=protected-access
+  assert record.export_missing(workdir, manifest) == []
   keras.models.load_model(os.path.join(workdir, "export", "model.keras"))
   os.remove(os.path.join(workdir, "export", "serving", "saved_model.pb"))  # a gutted SavedModel
-  assert export._missing(workdir, manifest) == ["serving"]  # pylint: disable=protected-access
+  assert record.export_missing(workdir, manifest) == ["serving"]
 
 
 @pytest.mark.slow
@@ -425,7 +426,7 @@ def test_a_signal_during_the_export_stops_at_once_and_the_same_command_exports(d
                           f"--workdir={workdirs['sigterm']}", *run], env=main_env(),
                          capture_output=True, text=True, timeout=600)
   assert rerun.returncode == 0, rerun.stderr[-3000:]
-  manifest = export.read_manifest(workdirs["sigterm"])
+  manifest = record.read_export_manifest(workdirs["sigterm"])
   assert manifest["step"] == 8 and sorted(manifest["written"]) == ["model.keras", "serving"]
 
 
@@ -435,10 +436,10 @@ def test_export_goes_through_tf_filesystems(restored):
   names = tf.io.gfile.listdir(workdir + "/export")
   assert {n.rstrip("/") for n in names} == {"export.json", "model.keras", "serving"}
   assert not [n for n in tf.io.gfile.listdir(workdir) if n.startswith("export.")]
-  assert export.read_manifest(workdir)["step"] == 16
+  assert record.read_export_manifest(workdir)["step"] == 16
   restored.optimizer.iterations.assign(17)  # replacing an export, object by object
   export.write(restored, workdir)
-  assert export.read_manifest(workdir)["step"] == 17
+  assert record.read_export_manifest(workdir)["step"] == 17
   assert not [n for n in tf.io.gfile.listdir(workdir) if n.startswith("export.")]
   served = tf.saved_model.load(workdir + "/export/serving").signatures["serving_default"]
   assert served(inputs=tf.zeros([2, 8, 8, 1], tf.uint8))["probabilities"].shape == (2, 10)
@@ -480,7 +481,7 @@ def test_a_model_that_cannot_be_saved_costs_one_warning_not_the_run(data_dir, tm
   message = ours[0].getMessage()
   assert "model.keras not written" in message and "register_keras_serializable" in message
   assert "\n" not in message
-  manifest = export.read_manifest(workdir)
+  manifest = record.read_export_manifest(workdir)
   assert manifest["written"] == ["serving"] and "model.keras" in manifest["not_written"]
   assert not os.path.exists(os.path.join(workdir, "export", "model.keras"))
   assert tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints")).endswith("ckpt-8")
@@ -513,7 +514,7 @@ def test_every_replica_takes_part_and_the_copy_holds_plain_variables(data_dir, t
                                      eval_every=0, checkpoint_every=0,
                                      **{"schedule.warmup_steps": 1, "schedule.hold": 0}),
                            workdir, mirrored(2))
-  assert export.read_manifest(workdir)["written"] == ["model.keras", "serving"]
+  assert record.read_export_manifest(workdir)["written"] == ["model.keras", "serving"]
   model = keras.models.load_model(os.path.join(workdir, "export", "model.keras"))
   np.testing.assert_allclose(model.predict(augment.to_float(eval_split(workdir)[0]).numpy(),
                                            verbose=0),

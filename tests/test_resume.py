@@ -71,7 +71,6 @@ def _check(workdir, config, allow=False):
     ({"augment": False}, "augment"),
     ({"mixed_precision": "float32"}, "mixed_precision"),
     ({"total_steps": 48}, "total_steps"),  # a longer cosine: every later LR changes
-    ({"total_steps": 20}, "total_steps"),
     ({"schedule.warmup_steps": 2}, "schedule.warmup_steps"),
     ({"schedule.hold": 0}, "schedule.hold"),
     ({"schedule.target_lr": 1e-3}, "schedule.target_lr"),
@@ -91,6 +90,19 @@ def test_resume_refuses_a_config_that_changes_the_run(runs, data_dir, changes, f
     assert message.startswith(f"{field}: cannot resume {runs['full']} under a different "
                               f"config")
   assert "--allow_config_change" in message and "\n" not in message
+  assert tree(runs["full"]) == before
+
+
+@pytest.mark.parametrize("allow", [False, True])
+def test_a_run_cannot_be_made_shorter_than_it_trained(runs, data_dir, allow):
+  """A checkpoint past total_steps was treated as a finished run (eval and export at 24 of
+  20): refused, --allow_config_change or not."""
+  before = tree(runs["full"])
+  with pytest.raises(ConfigError) as info:
+    _check(runs["full"], checkpointed_run(data_dir, total_steps=20), allow)
+  assert str(info.value).startswith(f"total_steps: {runs['full']} is already at global step "
+                                    f"24, past total_steps 20;")
+  assert "give total_steps >= 24" in str(info.value) and "\n" not in str(info.value)
   assert tree(runs["full"]) == before
 
 

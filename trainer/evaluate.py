@@ -162,7 +162,7 @@ def evaluate_export(workdir, data_dir="", plugins_named=()):
   from trainer.step import learner as learner_lib
   config = load_config(workdir, data_dir, plugins_named)
   record.require_export(workdir)
-  manifest = export_lib.read_manifest(workdir)
+  manifest = record.read_export_manifest(workdir)
   directory = export_lib.export_dir(workdir)
   if manifest is None:
     raise ConfigError(f"export: {directory}/{layout.MANIFEST} is unreadable; run the "

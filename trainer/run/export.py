@@ -54,7 +54,7 @@ from trainer.base.errors import first_line, stop_in
 from trainer.distribute.precision import global_policy
 from trainer.run import console, serving
 from trainer.rundir import files as workdir_lib
-from trainer.rundir import layout
+from trainer.rundir import layout, record
 from trainer.rundir.layout import EXPORT as EXPORT_DIR, MANIFEST, MODEL_FILE, SERVING_DIR
 
 REGISTER_ADVICE = (
@@ -79,17 +79,6 @@ def load_advice(config):
 
 def export_dir(workdir):
   return os.path.join(workdir, EXPORT_DIR)
-
-
-def read_manifest(workdir):
-  """The complete export's export.json as a dict, or None (no export, or an incomplete one)."""
-  path = os.path.join(export_dir(workdir), MANIFEST)
-  try:
-    with tf.io.gfile.GFile(path) as f:
-      manifest = json.loads(f.read())
-  except (tf.errors.OpError, ValueError):
-    return None
-  return manifest if isinstance(manifest, dict) and "step" in manifest else None
 
 
 def write(parts, workdir, chief=True, keep_current=True, source=None):
@@ -124,10 +113,10 @@ def write(parts, workdir, chief=True, keep_current=True, source=None):
     return None
   if not chief:
     return None
-  current = read_manifest(workdir)
+  current = record.read_export_manifest(workdir)
   if (keep_current and current and current.get("step") == step
       and not current.get("not_written")):
-    missing = _missing(workdir, current)
+    missing = record.export_missing(workdir, current)
     if not missing:
       logging.info("export: %s is already the model at step %d; kept", export_dir(workdir),
                    step)
@@ -142,19 +131,6 @@ def write(parts, workdir, chief=True, keep_current=True, source=None):
     logging.warning("export: nothing written to %s (%s); the checkpoints in %s are intact",
                     export_dir(workdir), first_line(e, 300), layout.checkpoint_dir(workdir))
     return None
-
-
-def _missing(workdir, manifest):
-  """What `manifest` lists as written that is not in the export (a SavedModel without its
-  saved_model.pb is not there)."""
-  out = []
-  for name in manifest.get("written", []):
-    path = os.path.join(export_dir(workdir), name)
-    if name == SERVING_DIR:
-      path = os.path.join(path, "saved_model.pb")
-    if not tf.io.gfile.exists(path):
-      out.append(name)
-  return out
 
 
 def _let_stops_through(error):
@@ -201,7 +177,7 @@ def _write(parts, snapshot, workdir, step, source=None):
     if not manifest["written"]:
       logging.warning("export: nothing written (%s); the checkpoints in %s are intact%s",
                       "; ".join(problems), layout.checkpoint_dir(workdir),
-                      "" if read_manifest(workdir) is None else
+                      "" if record.read_export_manifest(workdir) is None else
                       f"; {final} still holds the export of an earlier step")
       return None
     with tf.io.gfile.GFile(os.path.join(tmp, MANIFEST), "w") as f:  # last: marks it complete

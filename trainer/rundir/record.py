@@ -88,3 +88,28 @@ def require_checkpoint(workdir, checkpoint=None):
   if not steps:
     raise ConfigError(f"workdir: no checkpoint in {directory} yet; train first (or "
                       f"--export to evaluate the export)")
+
+
+def read_export_manifest(workdir):
+  """The complete export's export.json as a dict, or None (no export, or an incomplete one)."""
+  path = os.path.join(workdir, layout.EXPORT, layout.MANIFEST)
+  try:
+    manifest = json.loads(Files(workdir).read(path))
+  except Exception as e:  # pylint: disable=broad-except  (TF's OpError, loaded on first use)
+    if isinstance(e, (OSError, ValueError)) or hasattr(e, "error_code"):
+      return None
+    raise
+  return manifest if isinstance(manifest, dict) and "step" in manifest else None
+
+
+def export_missing(workdir, manifest):
+  """What `manifest` (export.json) lists as written that is not in workdir's export (a
+  SavedModel without its saved_model.pb is not there)."""
+  fs, out = Files(workdir), []
+  for name in manifest.get("written", []):
+    path = os.path.join(workdir, layout.EXPORT, name)
+    if name == layout.SERVING_DIR:
+      path = os.path.join(path, "saved_model.pb")
+    if not fs.exists(path):
+      out.append(name)
+  return out
