@@ -91,6 +91,7 @@ def test_eval_reports_both_and_the_swap_back_is_exact(data_dir):
     np.testing.assert_array_equal(s, np.array(e))
 
 
+@pytest.mark.slow  # ~17 s: two runs and a crash
 def test_a_resumed_run_ends_bit_for_bit_like_an_uninterrupted_one(data_dir, tmp_path):
   """With EMA and accumulation on: stop after step 12's checkpoint, resume, compare."""
   config = checkpointed_run(data_dir, total_steps=24, ema_decay=0.9, grad_accum_steps=2)

@@ -84,11 +84,13 @@ def _weights(workdir):
   return {v.path: np.array(v.numpy()) for v in model.weights}
 
 
+@pytest.mark.slow  # the runs of `started` (~50 s)
 def test_the_source_workdir_is_left_byte_for_byte(started, runs):
   assert tree(runs["full"]) == started["source_before"]
   assert not os.path.exists(os.path.join(runs["full"], ".lock.tmp"))
 
 
+@pytest.mark.slow  # the runs of `started` (~50 s)
 def test_a_fine_tune_keeps_the_frozen_base_and_trains_a_new_head(started, runs, data_dir):
   workdir = os.path.join(started["base"], "fine_tune")
   stderr = started["first"]["fine_tune"]["stderr"]
@@ -115,6 +117,7 @@ def test_a_fine_tune_keeps_the_frozen_base_and_trains_a_new_head(started, runs, 
     assert "model.keras" in json.load(f)["written"]  # a frozen run exports its model.keras
 
 
+@pytest.mark.slow  # the runs of `started` (~50 s)
 def test_a_fork_of_step_12_under_the_same_config_ends_where_the_source_ended(started, runs):
   workdir = os.path.join(started["base"], "fork")
   assert "forked" in started["first"]["fork"]["stderr"]
@@ -124,6 +127,7 @@ def test_a_fork_of_step_12_under_the_same_config_ends_where_the_source_ended(sta
   assert min(rates) == 12 and rates == {s: r for s, r in source_rates.items() if s >= 12}
 
 
+@pytest.mark.slow  # the runs of `started` (~50 s)
 def test_a_fork_into_a_cooldown_logs_the_new_schedule_from_step_12(started):
   workdir = os.path.join(started["base"], "cooldown")
   rates = summaries.read_scalars(workdir, "train", "learning_rate")
@@ -135,12 +139,14 @@ def test_a_fork_into_a_cooldown_logs_the_new_schedule_from_step_12(started):
   assert rates[12] == pytest.approx(3e-3)  # the stable phase at S: not the source's cosine
 
 
+@pytest.mark.slow  # the runs of `started` (~50 s)
 def test_a_workdir_with_checkpoints_resumes_its_own_and_says_so(started):
   stderr = started["again"]["fine_tune"]["stderr"]
   assert "init_from" in stderr and "not read; this workdir has checkpoints" in stderr
   assert "fine-tuning from" not in stderr
 
 
+@pytest.mark.slow  # the runs of `started` (~50 s)
 def test_an_export_and_a_partial_source_start_a_run(started):
   first = started["first"]
   assert "loaded 4 of 4 variables" in first["export"]["stderr"]

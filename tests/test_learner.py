@@ -24,7 +24,10 @@ def _run(data_dir, workdir, strategy, **changes):
           iterations(workdir))
 
 
-@pytest.mark.parametrize("strategy", [cpu, lambda: mirrored(2)], ids=["cpu", "mirrored2"])
+_MIRRORED2 = pytest.param(lambda: mirrored(2), marks=pytest.mark.slow)  # ~20 s
+
+
+@pytest.mark.parametrize("strategy", [cpu, _MIRRORED2], ids=["cpu", "mirrored2"])
 def test_four_micro_batches_train_like_one_batch_with_the_same_schedule(data_dir, tmp_path,
                                                                           strategy):
   w1, lr1, steps1 = _run(data_dir, str(tmp_path / "k1"), strategy())

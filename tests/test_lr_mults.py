@@ -209,6 +209,7 @@ def _final(workdir):
   return {v.path: np.array(v.numpy()) for v in model.weights}
 
 
+@pytest.mark.slow  # ~30 s of runs through main; the in-process tests cover each path
 @pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
 def test_through_main_a_half_multiplier_moves_half_as_far(one_step_runs, optimizer):
   one, half, frozen = (_final(one_step_runs[(optimizer, m)])

@@ -287,6 +287,7 @@ def _wait_for(proc, text, timeout=300):
   raise AssertionError(f"no {text!r} in: " + seen[-3000:])
 
 
+@pytest.mark.slow  # ~30 s (the kill harness, slow too, sends SIGTERM at random points)
 def test_sigterm_checkpoints_exits_4_and_the_rerun_resumes(data_dir, tmp_path):
   workdir = tmp_path / "w"
   proc, args = _start(workdir, data_dir, "--config.total_steps=100000",

@@ -45,6 +45,7 @@ def _bad_steps(total, batch, seed=0):
       in_memory.batch_at(s, tf.constant(x), tf.constant(y), batch, seed)[0].numpy()).any()]
 
 
+@pytest.mark.slow  # ~26 s through main
 def test_a_nan_batch_skips_its_update_and_the_run_goes_on(tmp_path):
   workdir = str(tmp_path / "w")
   config = default_config(**NAN_RUN)

@@ -18,6 +18,7 @@ from trainer.base.errors import ConfigError
 from trainer.run.summaries import read_scalars
 
 
+@pytest.mark.slow  # ~70 s: four replicas against one (the fast tier's 1-vs-2 tests stay)
 def test_global_steps_identical_on_one_and_four_replicas(data_dir, tmp_path):
   # Augmented: an example's augmentation is keyed by its stream position, not by the replica.
   # SGD, not AdamW: Adam divides by the gradient's root mean square, which turns the rounding

@@ -131,6 +131,7 @@ _API_SCRIPT = textwrap.dedent("""
     """)
 
 
+@pytest.mark.slow  # ~24 s: a fresh interpreter
 def test_the_python_entry_point_shows_progress_and_the_summary(data_dir, tmp_path):
   fields = {"total_steps": 8, "steps_per_loop": 4, "data_dir": data_dir, "model": "mlp"}
   script = _API_SCRIPT.format(default=os.path.join(REPO, "configs", "default.py"),
