@@ -122,7 +122,6 @@ def _install(hook):
   """
   # pylint: disable=g-import-not-at-top
   import tensorflow as tf
-  from tensorflow.python.checkpoint import checkpoint_management
   from trainer.base import testpoints
   # pylint: enable=g-import-not-at-top
 
@@ -149,9 +148,8 @@ def _install(hook):
     testpoints.install(event, lambda name, position: act(position))
     return
 
-  # Inside TF's CheckpointManager.save: the state-file commit and the old-checkpoint sweep.
-  owner, name = {"commit": (tf.train.CheckpointManager, "_record_state"),
-                 "sweep": (checkpoint_management, "_delete_file_if_exists")}[event]
+  # Inside TF's CheckpointManager.save: the state-file commit.
+  owner, name = {"commit": (tf.train.CheckpointManager, "_record_state")}[event]
   original = getattr(owner, name)
 
   @functools.wraps(original)
@@ -190,9 +188,11 @@ def _remaining_events(args, step, listed):
   ends = [min(s, total) for s in range(step + spl, total + spl, spl)] if step < total else []
   evals = sum(1 for s in ends if s % every_eval == 0 and s < total) + 1
   saves = sum(1 for s in ends if s % every_ckpt == 0 or s == total)
-  sweeping = max(0, min(saves, listed + saves - keep))
+  # One checkpoint deleted per save beyond the `keep` latest and the best one (keep_best=1):
+  # a lower bound, so a planned kill is reached.
+  sweeping = max(0, min(saves, listed + saves - keep - 1))
   return {"restore": 1, "write": 2, "loop": len(ends), "eval": evals, "save": saves,
-          "commit": 2 * saves, "sweep": 2 * sweeping, "summary": len(ends) + evals,
+          "commit": 2 * saves, "sweep": sweeping, "summary": len(ends) + evals,
           "time": 1}
 
 

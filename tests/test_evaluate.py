@@ -214,7 +214,8 @@ def test_evaluations_beside_a_live_run_neither_disturb_it_nor_crash(data_dir, tm
   train = subprocess.Popen(
       [sys.executable, "-m", "trainer.main", f"--workdir={workdir}", "--strategy=cpu",
        f"--config.data_dir={data_dir}", "--config.model=mlp", f"--config.total_steps={total}",
-       "--config.checkpoint_every=10", "--config.max_checkpoints=1"],
+       "--config.checkpoint_every=10", "--config.max_checkpoints=1",
+       "--config.keep_best=0"],  # nothing kept beside the latest: every save rotates
       cwd=REPO, env=main_env(), stdout=open(tmp_path / "train.log", "w"),  # noqa: SIM115
       stderr=subprocess.STDOUT)
   evals = []  # (the run still training when it began, its process)

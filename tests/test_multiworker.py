@@ -143,6 +143,9 @@ def test_two_workers_make_the_update_of_one_process(one_process_update, data_dir
   assert sorted(one) == sorted(two)  # model, optimizer slots, EMA, iterations
   assert [int(v) for k, v in two.items() if "iterations" in k] == [3]
   for key, want in one.items():
+    if np.isnan(want).all():  # run_state's "no eval yet" (patience_best before an eval)
+      assert np.isnan(two[key]).all(), key
+      continue
     error = np.linalg.norm((two[key] - want).astype(np.float64))
     assert error <= UPDATE_RTOL * np.linalg.norm(want.astype(np.float64)), (key, error)
   # The final eval of those weights, each worker on its share of the held-out split: a share

@@ -14,8 +14,9 @@ import contextlib
 
 # Where they are: restore (Checkpointer.restore_latest), write (rundir.files.write_atomically), loop
 # (one host call of the compiled loop), eval (one pass over the eval split), save
-# (Checkpointer.save), summary (Summaries.write), export (the chief writing export/).
-POINTS = ("restore", "write", "loop", "eval", "save", "summary", "export")
+# (Checkpointer.save), sweep (deleting one old checkpoint, run.retention.prune), summary
+# (Summaries.write), export (the chief writing export/).
+POINTS = ("restore", "write", "loop", "eval", "save", "sweep", "summary", "export")
 
 _installed = {}
 

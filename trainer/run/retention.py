@@ -16,6 +16,7 @@ import time
 from absl import logging
 import tensorflow as tf
 
+from trainer.base import testpoints
 from trainer.rundir import layout
 
 
@@ -48,11 +49,12 @@ def prune(workdir, latest, best_steps=(), keep_every=0):
       all_model_checkpoint_timestamps=[now - len(remaining) + i for i in range(len(remaining))],
       last_preserved_timestamp=now - len(remaining) - 1)
   for step in drop:
-    for path in tf.io.gfile.glob(layout.checkpoint_path(workdir, step) + ".*"):
-      try:
-        tf.io.gfile.remove(path)
-      except (tf.errors.OpError, OSError) as e:  # best effort: listed again at the next start
-        logging.warning("Could not delete %s: %s", path, e)
+    with testpoints.point("sweep"):
+      for path in tf.io.gfile.glob(layout.checkpoint_path(workdir, step) + ".*"):
+        try:
+          tf.io.gfile.remove(path)
+        except (tf.errors.OpError, OSError) as e:  # best effort: listed again at next start
+          logging.warning("Could not delete %s: %s", path, e)
   logging.info("Deleted checkpoints %s of %s (kept %s).", ", ".join(map(str, drop)),
                os.path.basename(os.path.normpath(workdir)) or workdir,
                ", ".join(map(str, remaining)))
