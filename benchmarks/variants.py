@@ -2,7 +2,7 @@
 
 Every variant trains the same model on the same data (digits, the default config's
 augmentation) with the same AdamW and schedule, on /cpu:0. Model, optimizer and learner (the
-task's step functions) always come from `trainer.build.build`; the "ours" variants are the
+task's step functions) always come from `trainer.step.build.build`; the "ours" variants are the
 trainer itself (`build.make_runner(parts)`, timed as `Runner.train(n)` calls of
 steps_per_loop steps, as the Controller calls it):
 

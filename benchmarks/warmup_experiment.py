@@ -20,7 +20,7 @@ no BatchNorm or dropout), so a twin should track its arm; the table gives each t
 small steps one after another, more host time per example on CPU). --quick leaves the twins
 out unless --accum_micro_batch is given.
 
-Each arm runs for every seed in --seeds through `trainer.train.train_and_evaluate` with config
+Each arm runs for every seed in --seeds through `trainer.run.train.train_and_evaluate` with config
 overrides (fresh workdirs), and the curves are read back from the workdirs' TensorBoard
 events (train loss/accuracy per loop of --steps_per_loop steps, eval at the end). A run
 diverges when it raises NonFiniteLossError or a logged train loss exceeds --divergence_loss.
