@@ -74,6 +74,9 @@ def test_a_stop_at_once_swallowed_during_start_up_is_raised_when_the_run_begins(
     with pytest.raises(Preempted):
       with preemption.Watcher(cpu()):
         pass
+    # Caught here too: the process goes on living (the watchdog's timer of the first raise,
+    # 20 s, ended pytest itself when the next test ran long enough).
+    time.sleep(preemption.GRACE_SECONDS + 1)
   finally:
     for signum in (signal.SIGTERM, signal.SIGINT):
       signal.signal(signum, signal.SIG_DFL if signum == signal.SIGTERM
@@ -466,3 +469,33 @@ def test_sigterm_during_an_eval_that_never_ends_stops_within_stop_seconds(tmp_pa
   assert "Traceback" not in out
   assert iterations(str(workdir)) == 10
   _no_half_written_files(str(workdir))
+
+
+def test_a_stop_raised_inside_a_log_write_is_not_swallowed_by_logging(capsys):
+  """A SIGTERM during start-up raises its stop wherever the main thread is; inside a log
+  line's write, logging's emit caught it and printed "--- Logging error ---" with a traceback
+  (seen once in CI), and the run went on until the watchdog ended it."""
+  import logging as std_logging  # pylint: disable=g-import-not-at-top
+
+  class _Stream:  # what the handler writes to: `error` lands in its write
+    error = Preempted
+
+    def write(self, text):
+      raise self.error()
+
+    def flush(self):
+      pass
+
+  preemption._let_stops_out_of_logging()  # pylint: disable=protected-access
+  logger = std_logging.getLogger("trainer_test_stop_in_emit")
+  stream = _Stream()
+  logger.addHandler(std_logging.StreamHandler(stream))
+  try:
+    with pytest.raises(Preempted):
+      logger.warning("a line being written")
+    assert "Logging error" not in capsys.readouterr().err
+    stream.error = ValueError  # any other error in a handler is logging's to report, as before
+    logger.warning("a line that fails")
+    assert "--- Logging error ---" in capsys.readouterr().err
+  finally:
+    logger.handlers.clear()

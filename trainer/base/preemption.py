@@ -31,7 +31,9 @@ their previous handling, and the run says so once, at its start.
 """
 
 import contextlib
+import logging as std_logging
 import signal
+import sys
 import threading
 
 from absl import logging
@@ -82,6 +84,25 @@ def _main_thread():
   return threading.current_thread() is threading.main_thread()
 
 
+def _let_stops_out_of_logging():
+  """A stop raised while the main thread writes a log line would be swallowed: every logging
+  handler's emit catches Exception and calls handleError, which prints "--- Logging error ---"
+  and a traceback and goes on (CPython Lib/logging/__init__.py, StreamHandler.emit), leaving
+  the watchdog to end the process 20 s later. handleError re-raises a stop instead, as if the
+  signal had come just after the log call. Installed once, for every handler."""
+  original = std_logging.Handler.handleError
+  if getattr(original, "trainer_lets_stops_out", False):
+    return
+
+  def handle_error(self, record):
+    if isinstance(sys.exc_info()[1], (Preempted, Interrupted)):
+      raise  # pylint: disable=misplaced-bare-raise  (called from inside emit's except block)
+    original(self, record)
+
+  handle_error.trainer_lets_stops_out = True
+  std_logging.Handler.handleError = handle_error
+
+
 def startup():
   """Makes SIGTERM and Ctrl-C stop the process at once (exit 4 / 130): for `trainer.main`,
   before it imports TensorFlow and builds the strategy. A `Watcher` later takes over."""
@@ -93,6 +114,7 @@ def startup():
   for signum in _SIGNALS:
     signal.signal(signum, _stop_at_once_handler)
   watchdog.install_wakeup(_unraisable)
+  _let_stops_out_of_logging()
 
 
 def exiting():
@@ -155,6 +177,10 @@ class Watcher:
     _state.training = _state.ended = False
     if _state.requested is not None:  # asked for before, and swallowed on the way here
       error, _state.requested = _state.requested, None
+      # Raised to the caller now: the process is not stuck (as in __exit__), so the
+      # watchdog's timer of the first raise must not end a caller that catches this one.
+      _state.unwound = True
+      watchdog.cancel_timers()
       raise _at_once(error)
     _state.watchdog_sigints = 0
     _state.unwound = False
@@ -162,6 +188,7 @@ class Watcher:
     if _main_thread():  # signals need the main thread
       self._previous = {s: signal.signal(s, self._handle) for s in _SIGNALS}
       self._previous_wakeup = watchdog.install_wakeup(_unraisable)
+      _let_stops_out_of_logging()
     elif not _warned_thread:
       _warned_thread.append(True)
       logging.warning(
