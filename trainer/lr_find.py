@@ -160,7 +160,8 @@ def main(argv):
   picture(record, os.path.join(workdir, FILES[0]))
   where = f"{len(record['losses'])} steps"
   if record["stopped_at"] is not None:
-    where += f", stopped at {record['lrs'][record['stopped_at']]:.3g} (the loss blew up)"
+    where += (f", stopped at learning rate {record['lrs'][record['stopped_at']]:.3g} (the "
+              f"smoothed loss passed 4x its minimum)")
   if record["proposal"] is None:
     print(f"lr_find: {where}: too few points for a proposal; widen --min_lr..--max_lr or "
           f"raise --steps. Curve in {workdir}")
