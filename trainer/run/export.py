@@ -209,29 +209,33 @@ def _write_parts(parts, snapshot, tmp, step, source=None):
   problems = []
   with global_policy(parts.policy):
     model = _copy(parts, snapshot)
-    try:
-      _write_keras(model, parts, snapshot, os.path.join(tmp, MODEL_FILE), step)
-      manifest["written"].append(MODEL_FILE)
-    except Exception as e:  # pylint: disable=broad-except  (a user's model may not save)
-      _let_stops_through(e)
-      reason = first_line(e, 300)
-      manifest["not_written"][MODEL_FILE] = reason
-      problems.append(f"{MODEL_FILE} not written: the model cannot be saved and loaded back as "
-                      f".keras ({reason}); to get it, {REGISTER_ADVICE}")
-      if tf.io.gfile.exists(os.path.join(tmp, MODEL_FILE)):
-        tf.io.gfile.remove(os.path.join(tmp, MODEL_FILE))
-    try:
-      serving.write(model, task, info, os.path.join(tmp, SERVING_DIR))
-      manifest["written"].append(SERVING_DIR)
-    except Exception as e:  # pylint: disable=broad-except
-      _let_stops_through(e)
-      reason = first_line(e, 300)
-      manifest["not_written"][SERVING_DIR] = reason
-      problems.append(f"{SERVING_DIR}/ not written: the model cannot be exported as a "
-                      f"SavedModel ({reason})")
-      if tf.io.gfile.exists(os.path.join(tmp, SERVING_DIR)):
-        workdir_lib.remove(os.path.join(tmp, SERVING_DIR))
+    _write_part(MODEL_FILE, tmp, manifest, problems,
+                lambda path: _write_keras(model, parts, snapshot, path, step),
+                lambda reason: (f"{MODEL_FILE} not written: the model cannot be saved and "
+                                f"loaded back as .keras ({reason}); to get it, "
+                                f"{REGISTER_ADVICE}"))
+    _write_part(SERVING_DIR, tmp, manifest, problems,
+                lambda path: serving.write(model, task, info, path),
+                lambda reason: (f"{SERVING_DIR}/ not written: the model cannot be exported as "
+                                f"a SavedModel ({reason})"))
   return manifest, problems
+
+
+def _write_part(name, tmp, manifest, problems, write, problem):
+  """`write(tmp/name)`, listed in the manifest as written; a part that fails (a user's model
+  may not save) is listed as not written, with `problem(reason)` among `problems`, and what
+  it left is removed. A stop by a signal is not a failure: it goes through."""
+  path = os.path.join(tmp, name)
+  try:
+    write(path)
+    manifest["written"].append(name)
+  except Exception as e:  # pylint: disable=broad-except
+    _let_stops_through(e)
+    reason = first_line(e, 300)
+    manifest["not_written"][name] = reason
+    problems.append(problem(reason))
+    if tf.io.gfile.exists(path):
+      workdir_lib.remove(path)
 
 
 def _copy(parts, snapshot):
