@@ -126,3 +126,20 @@ def test_a_stop_at_once_a_library_wrapped_is_still_the_stop(capsys):
     errors.exit_on_error(main)(["trainer.main"])
   assert info.value.code == 4
   assert capsys.readouterr().err.startswith("preempted (SIGTERM) during start-up")
+
+
+@pytest.mark.parametrize("error", [Interrupted(), Preempted(step=8), ConfigError("x: bad")])
+def test_a_keras_layer_passes_our_errors_through_unchanged(error):
+  """A Keras layer's call re-creates an exception as `type(e)(message + its arguments)`: a
+  Ctrl-C during the export's model call ended with '  • training=False; run the same command
+  again to resume' as the run's last line (seen in CI). Ours must come out as raised."""
+  import keras  # pylint: disable=g-import-not-at-top
+
+  class Raises(keras.layers.Layer):
+    def call(self, inputs, training=False):
+      del inputs, training
+      raise error
+
+  with pytest.raises(type(error)) as info:
+    Raises()(keras.ops.zeros((1, 2)), training=False)
+  assert info.value is error and "training=" not in str(info.value)

@@ -46,6 +46,12 @@ class TrainerError(Exception):
 
   exit_code = 1
   prefix = "error: "
+  # A Keras layer's call re-creates an exception raised inside it as `type(e)(message)` with
+  # the call's arguments appended, unless this attribute is set (keras/src/utils/
+  # traceback_utils.py, `inject_argument_info_in_traceback`; tf_keras has the same). A Ctrl-C
+  # landing in a model call during the export came out as `Interrupted(step=<that text>)`, and
+  # its last line read "  • training=False; run the same command again to resume".
+  _keras_call_info_injected = True
 
 
 class ConfigError(TrainerError, ValueError):
