@@ -18,7 +18,7 @@ invalid command lines, quickly).
 
 A hook {"event", "at", "position", "delay"} SIGKILLs the child at that point; with
 "signal": "SIGTERM" (or "SIGINT", ...) it sends itself that signal instead, and with
-"signals": N it sends it N times (0.2 s apart), e.g. Ctrl-C twice.
+"signals": N it sends it N times ("interval" s apart, 0.2 unless given), e.g. Ctrl-C twice.
 """
 
 import argparse
@@ -106,10 +106,10 @@ def _kill_self():
   os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _signal_self(name, times=1):
+def _signal_self(name, times=1, interval=0.2):
   for i in range(times):
     if i:
-      time.sleep(0.2)
+      time.sleep(interval)
     os.kill(os.getpid(), getattr(signal, name))
 
 
@@ -128,7 +128,7 @@ def _install(hook):
   count = [0]
   if hook.get("signal"):
     times = int(hook.get("signals", 1))
-    strike = lambda: _signal_self(hook["signal"], times)  # noqa: E731
+    strike = lambda: _signal_self(hook["signal"], times, hook.get("interval", 0.2))  # noqa: E731
   else:
     strike = _kill_self
 

@@ -196,6 +196,30 @@ def test_two_workers_train_like_one_process(single_process_run, tmp_path, device
   assert "[worker 0] results in" in r.stdout and "[worker 1] results in" not in r.stdout
 
 
+
+@pytest.mark.slow
+def test_two_workers_roll_back_together_to_the_same_checkpoint(data_dir, tmp_path):
+  """A diverging run (SGD at a rate of 40, loss_upper_bound=5): the loss every worker reads is
+  the all-reduced one, so all roll back at the same step to the chief's same checkpoint, lower
+  the rate alike and finish; a worker that did not would hang the next collective."""
+  flags = ["--config.model=mlp", "--config.optimizer.name=sgd", "--config.optimizer.momentum=0",
+           "--config.optimizer.weight_decay=0", "--config.schedule.target_lr=40",
+           "--config.schedule.warmup_fraction=0", "--config.total_steps=40",
+           "--config.steps_per_loop=5", "--config.checkpoint_every=10", "--config.eval_every=0",
+           "--config.global_batch_size=32", "--config.loss_upper_bound=5",
+           "--config.recovery_max_trials=3", "--config.recovery_lr_factor=0.1"]
+  r = _two_workers(tmp_path, 1, data_dir, flags)
+  rollbacks = {i: re.findall(rf"\[worker {i}\] .*rolled back from global step (\d+) to the "
+                             rf"checkpoint of step (\d+)", r.stdout) for i in (0, 1)}
+  assert rollbacks[0] and rollbacks[0] == rollbacks[1], r.stdout[-5000:]
+  assert all(int(to) % 10 == 0 and int(to) < int(at) for at, to in rollbacks[0])
+  workdir = str(tmp_path / "run")
+  assert sorted(read_scalars(workdir, "train", "rollback").values()) == sorted(
+      float(to) for _, to in rollbacks[0])
+  assert tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints")).endswith("ckpt-40")
+  losses = read_scalars(workdir, "train", "loss")
+  assert losses[40] < 5 and all(np.isfinite(v) for v in losses.values())
+
 # --- fail-fast, timeout, signals: fake workers that start in milliseconds --------------------
 
 # Worker 1 fails with status 7 after a moment; worker 0 (and a child it started) would hang

@@ -202,5 +202,8 @@ class Controller:
     self._runner.reposition(restored)
     if event.after_rollback:
       event.after_rollback()
+    # Every worker logs it (the console line below is the chief's): a multi-worker run's logs
+    # show that each worker went back to the same checkpoint.
+    logging.info("rolled back from global step %d to the checkpoint of step %d", step, restored)
     self._summaries.rolled_back(step, restored, event.rollback_reason)
     return restored
