@@ -47,6 +47,10 @@ CASES = [
     ("warmup longer than training",
      ["--config.schedule.warmup_fraction=0", "--config.schedule.warmup_steps=700"],
      "total_steps: must be >= warmup_steps + hold", {}),
+    # The flag replaces the file's warmup_fraction (the last given wins): 5000 is too long.
+    ("warmup steps over the file's fraction", ["--config.schedule.warmup_steps=5000"],
+     "total_steps: must be >= warmup_steps", {}),
+    ("a stray argument", ["stray"], "unexpected arguments", {}),
     ("hold longer than training", ["--config.schedule.hold=600"], "total_steps: must be >=", {}),
     ("warmup fraction > 1", ["--config.schedule.warmup_fraction=1.5"],
      "schedule.warmup_fraction: must be in [0, 1]", {}),
