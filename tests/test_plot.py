@@ -141,6 +141,7 @@ def test_a_single_runs_curves_name_it_once_and_label_every_axis(tmp_path):
   assert all(ax.get_xlabel() == "global step" for ax in fig.axes)
 
 
+@pytest.mark.slow  # end to end (10-30 s): the slow tier keeps the fast one under 10 minutes
 def test_the_command_line_prints_no_tf_start_up_lines(tmp_path):
   """TF's C++ start-up lines (oneDNN, CUDA stubs, `cuInit`) are hidden as trainer.main hides
   them, with TF_CPP_MIN_LOG_LEVEL unset as in a user's shell."""

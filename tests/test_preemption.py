@@ -320,6 +320,7 @@ def test_sigterm_checkpoints_exits_4_and_the_rerun_resumes(data_dir, tmp_path):
   assert iterations(str(workdir)) == step + 10
 
 
+@pytest.mark.slow  # end to end (10-30 s): the slow tier keeps the fast one under 10 minutes
 def test_ctrl_c_once_checkpoints_exits_130_with_one_line(data_dir, tmp_path):
   workdir = tmp_path / "w"
   proc, _ = _start(workdir, data_dir, "--config.total_steps=100000",
@@ -374,6 +375,7 @@ def test_ctrl_c_twice_stops_inside_a_long_loop_without_a_traceback(data_dir, tmp
 _SET_UP = "replica on CPU:0; digits: "
 
 
+@pytest.mark.slow  # end to end (10-30 s): the slow tier keeps the fast one under 10 minutes
 @pytest.mark.parametrize("wait_for,flags", [
     # After the checks, while it builds, restores and compiles.
     (_SET_UP, ["--config.total_steps=200", "--config.steps_per_loop=100"]),

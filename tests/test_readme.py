@@ -6,6 +6,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO, main_env
 
 SECTIONS = ("### With `compile` / `fit` (recommended)", "### As a callback, with `ReduceLROnPlateau`")
@@ -34,6 +36,7 @@ def test_the_fit_snippets_run_as_written(tmp_path):
   assert "ok 4320 216 0.4" in r.stdout, r.stdout[-300:]  # 48 steps an epoch, 5% warmup
 
 
+@pytest.mark.slow  # end to end (10-30 s): the slow tier keeps the fast one under 10 minutes
 def test_the_export_section_trains_an_export_further_as_written(data_dir, tmp_path):
   """model.keras's optimizer is at the end of its schedule (final_lr 0: fit moves nothing);
   the README's block recompiles with a WarmupDecay of its own, and it trains."""

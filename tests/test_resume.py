@@ -28,6 +28,7 @@ class _Crash(Exception):
   pass
 
 
+@pytest.mark.slow  # end to end (10-30 s): the slow tier keeps the fast one under 10 minutes
 def test_interrupted_run_resumes_to_the_same_weights(data_dir, tmp_path, monkeypatch):
   config = small_run(data_dir)
   whole, broken = str(tmp_path / "whole"), str(tmp_path / "broken")

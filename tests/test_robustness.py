@@ -139,6 +139,7 @@ def _best_of_history(workdir):
   return min(s for s, v in accuracy.items() if v == best), best
 
 
+@pytest.mark.slow  # end to end (10-30 s): the slow tier keeps the fast one under 10 minutes
 def test_the_best_and_every_nth_checkpoint_are_kept_beside_the_latest(data_dir, tmp_path):
   workdir = str(tmp_path / "w")
   train.train_and_evaluate(_best_run(data_dir, keep_every=16), workdir, cpu())
@@ -150,6 +151,7 @@ def test_the_best_and_every_nth_checkpoint_are_kept_beside_the_latest(data_dir, 
   assert all(f'"ckpt-{s}"' in listed for s in kept)  # the state file lists what is there
 
 
+@pytest.mark.slow  # end to end (10-30 s): the slow tier keeps the fast one under 10 minutes
 def test_export_weights_best_exports_the_best_checkpoint(data_dir, tmp_path):
   workdir = str(tmp_path / "w")
   train.train_and_evaluate(_best_run(data_dir, export_weights="best", total_steps=24),
