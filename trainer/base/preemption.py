@@ -39,7 +39,7 @@ import threading
 from absl import logging
 
 from trainer.base import watchdog
-from trainer.base.errors import Interrupted, Preempted
+from trainer.base.errors import Interrupted, Preempted, Stopped
 from trainer.base.watchdog import GRACE_SECONDS, STOP_SECONDS  # noqa: F401  (this API)
 
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -72,7 +72,7 @@ def _unraisable(hook):
   Say nothing of it: the watchdog ends the process within GRACE_SECONDS with the one line."""
 
   def quiet(unraisable):
-    if isinstance(unraisable.exc_value, (Preempted, Interrupted)):
+    if isinstance(unraisable.exc_value, Stopped):
       return
     hook(unraisable)
 
@@ -95,7 +95,7 @@ def _let_stops_out_of_logging():
     return
 
   def handle_error(self, record):
-    if isinstance(sys.exc_info()[1], (Preempted, Interrupted)):
+    if isinstance(sys.exc_info()[1], Stopped):
       raise  # pylint: disable=misplaced-bare-raise  (called from inside emit's except block)
     original(self, record)
 
